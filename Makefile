@@ -1,0 +1,45 @@
+# poolwarden: every pool between the app, PgBouncer and PostgreSQL inside the database's budget.
+SHELL = /usr/bin/env bash -o pipefail
+.SHELLFLAGS = -ec
+.DEFAULT_GOAL := help
+PROJECT_DIR := $(shell dirname $(abspath $(lastword $(MAKEFILE_LIST))))
+
+##@ Versions and locations (override on the command line)
+VERSION        ?= 0.1.0
+PYTHON         ?= python3
+VENV           ?= $(PROJECT_DIR)/.venv
+TOOLS_DIR      ?= $(PROJECT_DIR)/.tools
+TOOLS_BIN      ?= $(TOOLS_DIR)/bin
+KIND_CLUSTER   ?= poolwarden
+export PATH := $(TOOLS_BIN):$(VENV)/bin:$(PATH)
+
+##@ General
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+.PHONY: venv
+venv: $(VENV)/.installed ## Create .venv with the package, the app, the operator and the test tools.
+$(VENV)/.installed: pyproject.toml
+	@echo ">> python venv in $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[app,operator,dev]'
+	@touch $@
+
+.PHONY: unit
+unit: venv ## Run the unit tests (no servers).
+	$(VENV)/bin/pytest tests/unit
+
+.PHONY: lint
+lint: venv ## Lint, and check that the core imports nothing it must not.
+	$(VENV)/bin/ruff check src app operator tests bench
+	cd $(PROJECT_DIR) && $(VENV)/bin/lint-imports
+
+include mk/*.mk
+
+##@ Tests
+.PHONY: test
+test: venv dev-deps tools ## The README's test command: unit, integration (real PostgreSQL + PgBouncer) and control-plane tiers.
+	$(VENV)/bin/pytest tests/unit tests/integration tests/controlplane
