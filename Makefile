@@ -37,7 +37,7 @@ lint: venv ## Lint, and check that the core imports nothing it must not.
 	$(VENV)/bin/ruff check src app operator tests bench
 	cd $(PROJECT_DIR) && $(VENV)/bin/lint-imports
 
-include mk/*.mk
+-include $(wildcard mk/*.mk)
 
 ##@ Tests
 .PHONY: test
