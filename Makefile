@@ -11,6 +11,9 @@ VENV           ?= $(PROJECT_DIR)/.venv
 TOOLS_DIR      ?= $(PROJECT_DIR)/.tools
 TOOLS_BIN      ?= $(TOOLS_DIR)/bin
 KIND_CLUSTER   ?= poolwarden
+TRIXIE_ROOT    ?= $(TOOLS_DIR)/trixie-root
+# Debian trixie packages the host-side tests run from a chroot (the host is bookworm).
+TRIXIE_ROOT_PACKAGES := ca-certificates postgresql-17 postgresql-client-17 pgbouncer etcd-server etcd-client
 export PATH := $(TOOLS_BIN):$(VENV)/bin:$(PATH)
 
 ##@ General
@@ -38,6 +41,10 @@ lint: venv ## Lint, and check that the core imports nothing it must not.
 	cd $(PROJECT_DIR) && $(VENV)/bin/lint-imports
 
 -include $(wildcard mk/*.mk)
+
+.PHONY: trixie-root
+trixie-root: ## Build the Debian trixie chroot that runs PostgreSQL 17, PgBouncer 1.24 and etcd on the host.
+	$(PROJECT_DIR)/tools/trixie-rootfs.sh $(TRIXIE_ROOT) $(TRIXIE_ROOT_PACKAGES)
 
 ##@ Tests
 .PHONY: test
