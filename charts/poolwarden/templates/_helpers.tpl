@@ -1,0 +1,271 @@
+{{/*
+Names, labels and shared fragments. Every name and label in this chart comes from here.
+Selector labels are a strict subset (name, instance, component) and never carry a version.
+*/}}
+
+{{/* The chart's name, overridable with nameOverride. */}}
+{{- define "poolwarden.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's base name. Component names append a suffix (at most 11 characters), so the base
+is cut to 52 characters to keep every object name within 63.
+*/}}
+{{- define "poolwarden.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* chart label value: name-version. */}}
+{{- define "poolwarden.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The namespace every object goes to. */}}
+{{- define "poolwarden.namespace" -}}
+{{- .Release.Namespace }}
+{{- end }}
+
+{{/* Labels common to every object. */}}
+{{- define "poolwarden.labels" -}}
+helm.sh/chart: {{ include "poolwarden.chart" . }}
+{{ include "poolwarden.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: poolwarden
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of the release (immutable: no version here). */}}
+{{- define "poolwarden.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "poolwarden.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Per-component names. Suffixes: -app, -pgbouncer, -postgresql, -operator (<= 11 characters).
+*/}}
+{{- define "poolwarden.app.fullname" -}}
+{{- printf "%s-app" (include "poolwarden.fullname" .) }}
+{{- end }}
+
+{{- define "poolwarden.pgbouncer.fullname" -}}
+{{- printf "%s-pgbouncer" (include "poolwarden.fullname" .) }}
+{{- end }}
+
+{{- define "poolwarden.postgresql.fullname" -}}
+{{- printf "%s-postgresql" (include "poolwarden.fullname" .) }}
+{{- end }}
+
+{{/* Headless Service that gives the StatefulSet's pod a stable DNS name. */}}
+{{- define "poolwarden.postgresql.headlessName" -}}
+{{- printf "%s-postgresql-hl" (include "poolwarden.fullname" .) }}
+{{- end }}
+
+{{- define "poolwarden.operator.fullname" -}}
+{{- printf "%s-operator" (include "poolwarden.fullname" .) }}
+{{- end }}
+
+{{/* The ServiceAccount the operator runs as (operator-rbac.yaml binds its roles to it). */}}
+{{- define "poolwarden.operator.serviceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create }}
+{{- default (include "poolwarden.operator.fullname" .) .Values.operator.serviceAccount.name }}
+{{- else }}
+{{- required "operator.serviceAccount.name is required when operator.serviceAccount.create=false: name an existing ServiceAccount" .Values.operator.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Alias following the prometheus-community helper set. */}}
+{{- define "poolwarden.serviceAccountName" -}}
+{{- include "poolwarden.operator.serviceAccountName" . }}
+{{- end }}
+
+{{/* The ConnectionBudget this release renders; the operator names its ConfigMaps after it. */}}
+{{- define "poolwarden.connectionBudget.name" -}}
+{{- include "poolwarden.fullname" . }}
+{{- end }}
+
+{{/*
+ConfigMaps written by the operator, never by this chart (a helm upgrade would overwrite the
+live plan). The chart only names them in the ConnectionBudget and mounts them optionally.
+*/}}
+{{- define "poolwarden.app.planConfigMapName" -}}
+{{- printf "%s-app-plan" (include "poolwarden.fullname" .) }}
+{{- end }}
+
+{{- define "poolwarden.pgbouncer.sizingConfigMapName" -}}
+{{- printf "%s-pgbouncer-sizing" (include "poolwarden.fullname" .) }}
+{{- end }}
+
+{{/* The Secret holding the database password (generated once, or the user's). */}}
+{{- define "poolwarden.database.secretName" -}}
+{{- if and (not .Values.postgresql.enabled) .Values.externalDatabase.existingSecret }}
+{{- .Values.externalDatabase.existingSecret }}
+{{- else }}
+{{- printf "%s-db" (include "poolwarden.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "poolwarden.database.secretPasswordKey" -}}
+{{- if and (not .Values.postgresql.enabled) .Values.externalDatabase.existingSecret }}
+{{- .Values.externalDatabase.existingSecretPasswordKey }}
+{{- else -}}
+password
+{{- end }}
+{{- end }}
+
+{{/*
+Per-component labels: the common labels plus app.kubernetes.io/component.
+Usage: include "poolwarden.componentLabels" (dict "context" $ "component" "app")
+*/}}
+{{- define "poolwarden.componentLabels" -}}
+{{ include "poolwarden.labels" .context }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "poolwarden.componentSelectorLabels" -}}
+{{ include "poolwarden.selectorLabels" .context }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "poolwarden.app.labels" -}}
+{{ include "poolwarden.componentLabels" (dict "context" . "component" "app") }}
+{{- end }}
+{{- define "poolwarden.app.selectorLabels" -}}
+{{ include "poolwarden.componentSelectorLabels" (dict "context" . "component" "app") }}
+{{- end }}
+
+{{- define "poolwarden.pgbouncer.labels" -}}
+{{ include "poolwarden.componentLabels" (dict "context" . "component" "pgbouncer") }}
+{{- end }}
+{{- define "poolwarden.pgbouncer.selectorLabels" -}}
+{{ include "poolwarden.componentSelectorLabels" (dict "context" . "component" "pgbouncer") }}
+{{- end }}
+
+{{- define "poolwarden.postgresql.labels" -}}
+{{ include "poolwarden.componentLabels" (dict "context" . "component" "postgresql") }}
+{{- end }}
+{{- define "poolwarden.postgresql.selectorLabels" -}}
+{{ include "poolwarden.componentSelectorLabels" (dict "context" . "component" "postgresql") }}
+{{- end }}
+
+{{- define "poolwarden.operator.labels" -}}
+{{ include "poolwarden.componentLabels" (dict "context" . "component" "operator") }}
+{{- end }}
+{{- define "poolwarden.operator.selectorLabels" -}}
+{{ include "poolwarden.componentSelectorLabels" (dict "context" . "component" "operator") }}
+{{- end }}
+
+{{/*
+An image reference. global.imageRegistry wins over the image's own registry; an empty registry
+leaves the reference as repository:tag; an empty tag means the chart's appVersion; a digest
+pins the image.
+Usage: include "poolwarden.image" (dict "image" .Values.app.image "context" $)
+*/}}
+{{- define "poolwarden.image" -}}
+{{- $registry := default .image.registry .context.Values.global.imageRegistry }}
+{{- $tag := default .context.Chart.AppVersion (toString .image.tag) }}
+{{- $ref := .image.repository }}
+{{- if $registry }}
+{{- $ref = printf "%s/%s" $registry .image.repository }}
+{{- end }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $ref .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $ref $tag }}
+{{- end }}
+{{- end }}
+
+{{/* imagePullSecrets from global.imagePullSecrets. */}}
+{{- define "poolwarden.imagePullSecrets" -}}
+{{- with .Values.global.imagePullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Where PgBouncer sends server connections: the chart's PostgreSQL or the external one. */}}
+{{- define "poolwarden.database.host" -}}
+{{- if .Values.postgresql.enabled }}
+{{- include "poolwarden.postgresql.fullname" . }}
+{{- else }}
+{{- required "externalDatabase.host is required when postgresql.enabled=false" .Values.externalDatabase.host }}
+{{- end }}
+{{- end }}
+
+{{- define "poolwarden.database.port" -}}
+{{- if .Values.postgresql.enabled }}
+{{- .Values.postgresql.service.port }}
+{{- else }}
+{{- .Values.externalDatabase.port }}
+{{- end }}
+{{- end }}
+
+{{- define "poolwarden.database.name" -}}
+{{- if .Values.postgresql.enabled }}
+{{- .Values.postgresql.auth.database }}
+{{- else }}
+{{- .Values.externalDatabase.database }}
+{{- end }}
+{{- end }}
+
+{{- define "poolwarden.database.user" -}}
+{{- if .Values.postgresql.enabled }}
+{{- .Values.postgresql.auth.username }}
+{{- else }}
+{{- .Values.externalDatabase.username }}
+{{- end }}
+{{- end }}
+
+{{/* The database's max_connections: the top of the budget. */}}
+{{- define "poolwarden.database.maxConnections" -}}
+{{- if .Values.postgresql.enabled }}
+{{- .Values.postgresql.maxConnections }}
+{{- else }}
+{{- .Values.externalDatabase.maxConnections }}
+{{- end }}
+{{- end }}
+
+{{/*
+The database password: the user's value, else the one already stored in the release's Secret
+(kept across upgrades), else a new random one. Only used when the chart owns the Secret.
+*/}}
+{{- define "poolwarden.database.password" -}}
+{{- $given := ternary .Values.postgresql.auth.password .Values.externalDatabase.password .Values.postgresql.enabled }}
+{{- if $given }}
+{{- $given }}
+{{- else }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "poolwarden.database.secretName" .) }}
+{{- if and $existing $existing.data (index $existing.data "password") }}
+{{- index $existing.data "password" | b64dec }}
+{{- else if .Values.postgresql.enabled }}
+{{- randAlphaNum 32 }}
+{{- else }}
+{{- fail "externalDatabase.password (or externalDatabase.existingSecret) is required when postgresql.enabled=false: the chart cannot invent the password of a database it does not run" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Container securityContext shared by every container (values may add to it). */}}
+{{- define "poolwarden.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
