@@ -1,0 +1,266 @@
+"""The planner's invariants (hypothesis over the issue's ranges) and worked examples."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from poolwarden import planner
+
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def make_consumer(name="app", replicas=2, workers=2, weight=1, surge=0, overflow="none"):
+    return planner.Consumer(name, replicas, workers, weight, surge, overflow)
+
+
+@st.composite
+def scenarios(draw):
+    max_connections = draw(st.integers(1, 10_000))
+    reserved = draw(st.integers(0, max_connections - 1))
+    available = max_connections - reserved
+    replicas = draw(st.integers(0, min(50, available)))
+    surge = draw(st.integers(0, available - replicas))
+    bouncer = planner.PgBouncer(replicas, surge, draw(st.integers(1, 5000)))
+    count = draw(st.integers(1, 10))
+    consumers = [
+        planner.Consumer(
+            name=f"c{i}",
+            replicas=(r := draw(st.integers(0, 5000))),
+            workers=draw(st.integers(1, 64)),
+            weight=draw(st.integers(1, 10)),
+            surge=planner.resolve_surge(
+                r, "RollingUpdate", draw(st.sampled_from([0, 1, "25%", "100%"]))
+            ),
+            overflow=draw(st.sampled_from(planner.OVERFLOW_POLICIES)),
+        )
+        for i in range(count)
+    ]
+    # Small fleets make the feasible branch common; wide ones exercise overcommit.
+    if draw(st.booleans()):
+        consumers = [
+            dataclasses.replace(c, replicas=c.replicas % 7, surge=c.surge % 3) for c in consumers
+        ]
+    return planner.Budget(max_connections, reserved), bouncer, consumers
+
+
+@FAST
+@given(scenarios())
+def test_server_total_never_exceeds_budget(scenario):
+    budget, bouncer, consumers = scenario
+    result = planner.plan(budget, bouncer, consumers)
+    assert result.server_total <= result.budget
+    pods = bouncer.replicas + bouncer.surge
+    assert pods * result.pgbouncer.max_db_connections <= budget.available
+    assert result.pgbouncer.default_pool_size + result.pgbouncer.reserve_pool_size == (
+        result.pgbouncer.max_db_connections
+    )
+
+
+@FAST
+@given(scenarios())
+def test_feasible_plan_fits_every_worker_including_surge(scenario):
+    result = planner.plan(*scenario)
+    peak = sum(
+        (c.replicas + c.surge) * c.workers * (c.pool_size + c.max_overflow)
+        for c in result.consumers
+    )
+    assert peak == result.client_total
+    if not result.overcommitted:
+        assert result.client_total <= result.capacity <= result.budget
+    else:
+        assert all(c.pool_size == 1 and c.max_overflow == 0 for c in result.consumers)
+        assert "raise maxConnections to at least" in result.explanation
+
+
+@FAST
+@given(scenarios())
+def test_every_worker_gets_at_least_one(scenario):
+    result = planner.plan(*scenario)
+    assert all(c.pool_size >= 1 and c.max_overflow >= 0 for c in result.consumers)
+    assert all(c.per_pod == c.workers * (c.pool_size + c.max_overflow) for c in result.consumers)
+
+
+@FAST
+@given(scenarios())
+def test_shares_follow_weights_within_one_connection(scenario):
+    result = planner.plan(*scenario)
+    active = [c for c in result.consumers if c.replicas + c.surge > 0]
+    for a in active:
+        for b in active:
+            if a.share > 1:
+                # a is never a whole step ahead of b in weight terms
+                assert a.share * b.weight <= (b.share + 1) * a.weight, (a, b)
+
+
+@FAST
+@given(scenarios())
+def test_plan_is_deterministic(scenario):
+    assert planner.plan(*scenario) == planner.plan(*scenario)
+
+
+@FAST
+@given(scenarios(), st.data())
+def test_more_replicas_never_raise_a_pods_share(scenario, data):
+    budget, bouncer, consumers = scenario
+    index = data.draw(st.integers(0, len(consumers) - 1))
+    more = data.draw(st.integers(1, 500))
+    grown = list(consumers)
+    grown[index] = dataclasses.replace(grown[index], replicas=grown[index].replicas + more)
+    before = planner.plan(budget, bouncer, consumers)
+    after = planner.plan(budget, bouncer, grown)
+    for old, new in zip(before.consumers, after.consumers, strict=True):
+        if old.replicas + old.surge == 0:
+            continue  # no pod had a share; a consumer without pods is planned at the minimum, 1
+        assert new.share <= old.share
+        assert new.per_pod <= old.per_pod
+
+
+def test_zero_replicas_is_a_valid_plan():
+    result = planner.plan(
+        planner.Budget(100, 10), planner.PgBouncer(0), [make_consumer(replicas=0)]
+    )
+    assert not result.overcommitted
+    assert result.consumers[0].pool_size == 1
+    assert result.client_total == 0
+    assert result.pgbouncer.max_db_connections == 90
+
+
+def test_worked_example_two_consumers_by_weight():
+    result = planner.plan(
+        planner.Budget(100, 10),
+        planner.PgBouncer(2),
+        [
+            make_consumer("web", replicas=4, workers=4, weight=3),
+            make_consumer("worker", replicas=2, workers=1),
+        ],
+    )
+    assert result.pgbouncer.max_db_connections == 45
+    assert result.capacity == 90
+    web, worker = result.consumers
+    assert (web.pool_size, web.per_pod) == (5, 20)
+    assert worker.pool_size == 1
+    assert result.client_total == 4 * 20 + 2 * 1 <= 90
+    assert "Budget 90 = max_connections 100 - reserved 10." in result.explanation
+
+
+def test_scaling_a_consumer_up_and_down_moves_its_share():
+    budget, bouncer = planner.Budget(100, 10), planner.PgBouncer(1)
+    shares = [
+        planner.plan(budget, bouncer, [make_consumer(replicas=n)]).consumers[0].pool_size
+        for n in (2, 8, 1)
+    ]
+    assert shares == [22, 5, 45]
+
+
+def test_overcommitted_plan_says_what_to_change():
+    result = planner.plan(
+        planner.Budget(20, 2), planner.PgBouncer(2), [make_consumer(replicas=10, workers=4)]
+    )
+    assert result.overcommitted
+    assert result.client_total == 40 > result.capacity
+    needed = planner.needed_max_connections(result)
+    assert f"raise maxConnections to at least {needed}" in result.explanation
+    assert not planner.plan(
+        planner.Budget(needed, 2), planner.PgBouncer(2), [make_consumer(replicas=10, workers=4)]
+    ).overcommitted
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"), [("none", (8, 0)), ("quarter", (6, 2)), ("half", (4, 4))]
+)
+def test_overflow_policy_splits_the_share(policy, expected):
+    result = planner.plan(
+        planner.Budget(8),
+        planner.PgBouncer(1),
+        [make_consumer(replicas=1, workers=1, overflow=policy)],
+    )
+    assert (result.consumers[0].pool_size, result.consumers[0].max_overflow) == expected
+
+
+def test_surge_counts_against_the_budget():
+    budget, bouncer = planner.Budget(40), planner.PgBouncer(1)
+    steady = planner.plan(budget, bouncer, [make_consumer(replicas=4, workers=1)])
+    rolling = planner.plan(budget, bouncer, [make_consumer(replicas=4, workers=1, surge=4)])
+    assert (steady.consumers[0].pool_size, rolling.consumers[0].pool_size) == (10, 5)
+
+
+def test_max_client_conn_grows_to_the_clients():
+    result = planner.plan(
+        planner.Budget(500), planner.PgBouncer(1, 0, 10), [make_consumer(replicas=5, workers=2)]
+    )
+    assert result.pgbouncer.max_client_conn == result.client_total == 500
+    assert "max_client_conn was raised to 500" in result.explanation
+
+
+@pytest.mark.parametrize(
+    ("replicas", "strategy", "max_surge", "expected"),
+    [
+        (4, "RollingUpdate", None, 1),
+        (10, "RollingUpdate", "25%", 3),
+        (0, "RollingUpdate", "25%", 0),
+        (8, "RollingUpdate", 2, 2),
+        (8, "RollingUpdate", "3", 3),
+        (8, "Recreate", "50%", 0),
+    ],
+)
+def test_resolve_surge_like_kubernetes(replicas, strategy, max_surge, expected):
+    assert planner.resolve_surge(replicas, strategy, max_surge) == expected
+
+
+@pytest.mark.parametrize("max_surge", ["x%", "-5%", "abc", -1, 1.5])
+def test_resolve_surge_rejects_nonsense(max_surge):
+    with pytest.raises(planner.PlannerError) as info:
+        planner.resolve_surge(4, "RollingUpdate", max_surge)
+    assert info.value.field == "maxSurge"
+
+
+@pytest.mark.parametrize(
+    ("budget", "bouncer", "consumers", "field"),
+    [
+        (planner.Budget(0), planner.PgBouncer(1), [make_consumer()], "maxConnections"),
+        (planner.Budget(10, 10), planner.PgBouncer(1), [make_consumer()], "reserved"),
+        (planner.Budget(10, -1), planner.PgBouncer(1), [make_consumer()], "reserved"),
+        (planner.Budget(10), planner.PgBouncer(-1), [make_consumer()], "pgbouncer.replicas"),
+        (planner.Budget(3), planner.PgBouncer(3, 1), [make_consumer()], "pgbouncer.replicas"),
+        (planner.Budget(10), planner.PgBouncer(1), [], "consumers"),
+        (
+            planner.Budget(10),
+            planner.PgBouncer(1),
+            [make_consumer(workers=0)],
+            "consumers[app].workers",
+        ),
+        (
+            planner.Budget(10),
+            planner.PgBouncer(1),
+            [make_consumer(replicas=-2)],
+            "consumers[app].replicas",
+        ),
+        (
+            planner.Budget(10),
+            planner.PgBouncer(1),
+            [make_consumer(weight=0)],
+            "consumers[app].weight",
+        ),
+        (
+            planner.Budget(10),
+            planner.PgBouncer(1),
+            [make_consumer(overflow="lots")],
+            "consumers[app].overflow",
+        ),
+        (
+            planner.Budget(10),
+            planner.PgBouncer(1),
+            [make_consumer(), make_consumer()],
+            "consumers[app]",
+        ),
+    ],
+)
+def test_bad_input_names_the_field(budget, bouncer, consumers, field):
+    with pytest.raises(planner.PlannerError) as info:
+        planner.plan(budget, bouncer, consumers)
+    assert info.value.field == field
+    assert str(info.value).startswith(field + ": ")
