@@ -262,10 +262,12 @@ def needed_max_connections(result: Plan) -> int:
 def _explain(result: Plan, peak_workers: int, raised_client_conn: bool) -> str:
     b = result.pgbouncer
     parts = [
-        f"Budget {result.budget} = max_connections {result.max_connections} - reserved {result.reserved}.",
+        f"Budget {result.budget} = max_connections {result.max_connections}"
+        f" - reserved {result.reserved}.",
         f"{b.replicas} PgBouncer replica(s) (+{b.surge} surge) get max_db_connections "
         f"{b.max_db_connections} each (default_pool_size {b.default_pool_size} + reserve "
-        f"{b.reserve_pool_size}), so at most {result.server_total} server connections even mid-rollout;",
+        f"{b.reserve_pool_size}), so at most {result.server_total} server connections"
+        " even mid-rollout;",
         f"they hold {result.capacity} in steady state.",
     ]
     who = ", ".join(

@@ -1,0 +1,191 @@
+"""The ``poolwarden`` command line: ``poolwarden plan`` prints the planner's answer.
+
+It runs the same planner as the operator, so you can check a budget before you apply it::
+
+    poolwarden plan --max-connections 100 --reserved 10 --pgbouncer-replicas 2 \\
+        --consumer web:replicas=4,workers=4,weight=3 --consumer worker:replicas=2,workers=1
+
+Nonsense input exits 2 with a message that names the flag to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from poolwarden import planner
+
+CONSUMER_KEYS = ("replicas", "workers", "weight", "surge", "overflow")
+CONSUMER_HELP = (
+    "NAME:replicas=N,workers=N[,weight=N][,surge=N|P%][,overflow=none|quarter|half]; "
+    "repeat for each Deployment (surge: the rollout maxSurge, default 0)"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: usage + exit 2
+        self.print_usage(sys.stderr)
+        self.exit(2, f"poolwarden: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="poolwarden", description="Connection budgets for Python apps on PgBouncer."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    plan = commands.add_parser("plan", help="size every pool for a budget and print the plan")
+    plan.add_argument(
+        "--max-connections", type=int, required=True, help="PostgreSQL max_connections"
+    )
+    plan.add_argument("--reserved", type=int, default=0, help="connections kept out of the budget")
+    plan.add_argument("--pgbouncer-replicas", type=int, default=1, help="PgBouncer pods")
+    plan.add_argument(
+        "--pgbouncer-surge", default="0", help="PgBouncer rollout maxSurge (N or P%%)"
+    )
+    plan.add_argument(
+        "--max-client-conn",
+        type=int,
+        default=planner.DEFAULT_MAX_CLIENT_CONN,
+        help="PgBouncer max_client_conn floor",
+    )
+    plan.add_argument(
+        "--consumer", action="append", required=True, metavar="SPEC", help=CONSUMER_HELP
+    )
+    plan.add_argument("--output", choices=("table", "json"), default="table")
+    return parser
+
+
+class UsageError(Exception):
+    def __init__(self, flag: str, message: str) -> None:
+        super().__init__(f"{flag}: {message}")
+
+
+def parse_consumer(text: str) -> planner.Consumer:
+    """``web:replicas=4,workers=4,weight=3`` -> Consumer; UsageError on anything else."""
+    name, sep, rest = text.partition(":")
+    name = name.strip()
+    if not sep or not name:
+        raise UsageError("--consumer", f"expected NAME:key=value,..., got {text!r}")
+    values: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in CONSUMER_KEYS:
+            raise UsageError(
+                "--consumer", f"{name}: unknown key {key!r}; known: {', '.join(CONSUMER_KEYS)}"
+            )
+        if key in values:
+            raise UsageError("--consumer", f"{name}: {key} given twice")
+        values[key] = value.strip()
+    if "replicas" not in values:
+        raise UsageError("--consumer", f"{name}: replicas=N is required")
+    numbers = {}
+    for key in ("replicas", "workers", "weight"):
+        if key in values:
+            try:
+                numbers[key] = int(values[key])
+            except ValueError:
+                raise UsageError(
+                    "--consumer", f"{name}: {key} must be an integer, got {values[key]!r}"
+                ) from None
+    try:
+        surge = planner.resolve_surge(
+            max(0, numbers["replicas"]), "RollingUpdate", values.get("surge", "0")
+        )
+    except planner.PlannerError as exc:
+        raise UsageError("--consumer", f"{name}: surge {exc.reason}") from None
+    return planner.Consumer(
+        name=name,
+        replicas=numbers["replicas"],
+        workers=numbers.get("workers", 1),
+        weight=numbers.get("weight", 1),
+        surge=surge,
+        overflow=values.get("overflow", "none"),
+    )
+
+
+_FLAGS = {
+    "maxConnections": "--max-connections",
+    "reserved": "--reserved",
+    "pgbouncer.replicas": "--pgbouncer-replicas",
+    "pgbouncer.surge": "--pgbouncer-surge",
+    "maxSurge": "--pgbouncer-surge",
+    "pgbouncer.maxClientConn": "--max-client-conn",
+}
+
+
+def _flag_for(field: str) -> str:
+    return _FLAGS.get(field, "--consumer")
+
+
+def run_plan(args: argparse.Namespace) -> planner.Plan:
+    consumers = [parse_consumer(text) for text in args.consumer]
+    try:
+        surge = planner.resolve_surge(
+            max(0, args.pgbouncer_replicas), "RollingUpdate", args.pgbouncer_surge
+        )
+        return planner.plan(
+            planner.Budget(args.max_connections, args.reserved),
+            planner.PgBouncer(args.pgbouncer_replicas, surge, args.max_client_conn),
+            consumers,
+        )
+    except planner.PlannerError as exc:
+        raise UsageError(_flag_for(exc.field), str(exc)) from None
+
+
+def render_table(result: planner.Plan) -> str:
+    b = result.pgbouncer
+    head = (
+        "consumer",
+        "replicas",
+        "surge",
+        "workers",
+        "weight",
+        "pool_size",
+        "max_overflow",
+        "per_pod",
+    )
+    rows = [
+        (c.name, c.replicas, c.surge, c.workers, c.weight, c.pool_size, c.max_overflow, c.per_pod)
+        for c in result.consumers
+    ]
+    cells = [tuple(str(v) for v in row) for row in [head, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
+    lines = [
+        f"budget {result.budget} (max_connections {result.max_connections}"
+        f" - reserved {result.reserved})"
+        f"   state {'OVERCOMMITTED' if result.overcommitted else 'ok'}",
+        f"pgbouncer x{b.replicas} (+{b.surge} surge): default_pool_size {b.default_pool_size}, "
+        f"max_db_connections {b.max_db_connections}, reserve_pool_size {b.reserve_pool_size}, "
+        f"max_client_conn {b.max_client_conn}",
+        f"server total {result.server_total} <= budget {result.budget}; "
+        f"client total {result.client_total} (capacity {result.capacity})",
+        "",
+    ]
+    for row in cells:
+        lines.append(
+            "  ".join(
+                v.ljust(w) if i == 0 else v.rjust(w)
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    lines += ["", result.explanation]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = run_plan(args)
+    except UsageError as exc:
+        parser.exit(2, f"poolwarden plan: error: {exc}\n")
+    if args.output == "json":
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(render_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""`poolwarden plan`: the table people read, the JSON scripts read, and exit 2 on nonsense."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from poolwarden import cli
+
+EXAMPLE = [
+    "plan", "--max-connections", "100", "--reserved", "10", "--pgbouncer-replicas", "2",
+    "--consumer", "web:replicas=4,workers=4,weight=3", "--consumer", "worker:replicas=2,workers=1",
+]  # fmt: skip
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_json_output_has_the_documented_keys(capsys):
+    code, out, _ = run(capsys, *EXAMPLE, "--output", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["budget"] == 90
+    assert data["overcommitted"] is False
+    assert data["server_total"] == 90
+    assert data["client_total"] == 82
+    assert data["pgbouncer"] == {
+        "replicas": 2, "surge": 0, "default_pool_size": 41, "max_db_connections": 45,
+        "reserve_pool_size": 4, "max_client_conn": 1000,
+    }  # fmt: skip
+    web, worker = data["consumers"]
+    keys = ("name", "replicas", "workers", "pool_size", "max_overflow", "per_pod")
+    assert [web[k] for k in keys] == ["web", 4, 4, 5, 0, 20]
+    assert (worker["name"], worker["pool_size"], worker["per_pod"]) == ("worker", 1, 1)
+
+
+def test_table_output_is_readable(capsys):
+    code, out, _ = run(capsys, *EXAMPLE)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("budget 90 (max_connections 100 - reserved 10)")
+    assert "max_db_connections 45" in lines[1]
+    header = next(line for line in lines if line.startswith("consumer "))
+    assert header.split() == (
+        "consumer replicas surge workers weight pool_size max_overflow per_pod".split()
+    )
+    web = next(line for line in lines if line.startswith("web "))
+    assert web.split() == ["web", "4", "0", "4", "3", "5", "0", "20"]
+    assert lines[-1].startswith("Budget 90 = max_connections 100 - reserved 10.")
+
+
+def test_overcommitted_table_says_so(capsys):
+    code, out, _ = run(
+        capsys, "plan", "--max-connections", "20", "--pgbouncer-replicas", "2",
+        "--consumer", "web:replicas=10,workers=4",
+    )  # fmt: skip
+    assert code == 0
+    assert "state OVERCOMMITTED" in out
+    assert "raise maxConnections to at least 40" in out
+
+
+def test_surge_and_overflow_are_accepted(capsys):
+    code, out, _ = run(
+        capsys, "plan", "--max-connections", "50", "--pgbouncer-surge", "25%",
+        "--consumer", "web:replicas=4,workers=1,surge=25%,overflow=half", "--output", "json",
+    )  # fmt: skip
+    data = json.loads(out)
+    assert data["pgbouncer"]["surge"] == 1
+    assert data["consumers"][0]["surge"] == 1
+    web = data["consumers"][0]
+    assert web["max_overflow"] == (web["pool_size"] + web["max_overflow"]) // 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--max-connections", "-5", "--consumer", "a:replicas=1"], "--max-connections"),
+        (["--max-connections", "ten", "--consumer", "a:replicas=1"], "--max-connections"),
+        (
+            ["--max-connections", "10", "--reserved", "10", "--consumer", "a:replicas=1"],
+            "--reserved",
+        ),
+        (
+            ["--max-connections", "10", "--reserved", "-1", "--consumer", "a:replicas=1"],
+            "--reserved",
+        ),
+        (
+            ["--max-connections", "10", "--pgbouncer-replicas", "-1", "--consumer", "a:replicas=1"],
+            "--pgbouncer-replicas",
+        ),
+        (
+            ["--max-connections", "10", "--pgbouncer-surge", "lots", "--consumer", "a:replicas=1"],
+            "--pgbouncer-surge",
+        ),
+        (["--max-connections", "10", "--consumer", "a:replicas=-1"], "--consumer"),
+        (["--max-connections", "10", "--consumer", "a:replicas=1,workers=0"], "--consumer"),
+        (["--max-connections", "10", "--consumer", "a:replicas=1,color=red"], "--consumer"),
+        (
+            ["--max-connections", "10", "--consumer", "a:replicas=1", "--consumer", "a:replicas=2"],
+            "--consumer",
+        ),
+        (["--max-connections", "10", "--consumer", "a:workers=2"], "--consumer"),
+        (["--max-connections", "10", "--consumer", "a:replicas=x"], "--consumer"),
+        (["--max-connections", "10", "--consumer", "a:replicas=1,overflow=lots"], "--consumer"),
+        (["--max-connections", "10", "--consumer", "a:replicas=1", "--output", "xml"], "--output"),
+    ],
+)
+def test_nonsense_exits_2_naming_the_flag(capsys, argv, flag):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["plan", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err, err
+
+
+def test_console_script_runs_as_a_process():
+    done = subprocess.run(
+        [sys.executable, "-m", "poolwarden.cli", *EXAMPLE, "--output", "json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(done.stdout)["consumers"][1]["name"] == "worker"
