@@ -22,6 +22,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +36,8 @@ APP_USER = "app"
 
 
 def log(message: str) -> None:
-    print(f">> devstack: {message}", flush=True)
+    sys.stdout.write(f">> devstack: {message}\n")
+    sys.stdout.flush()
 
 
 def free_port() -> int:
@@ -74,6 +77,15 @@ def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def app_ready(port: int) -> bool:
+    """True when a worker answers /readyz with 200 (the database is reachable)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
 
 
 @dataclasses.dataclass
@@ -254,14 +266,15 @@ class Stack:
         self.plan_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, **self.app_env(via_bouncer=via_bouncer, **env_overrides))
         env["POOLWARDEN_WORKERS"] = str(workers)
-        cmd = [str(Path(sys.executable).parent / "gunicorn"), "-c", str(REPO / "app" / "gunicorn.conf.py"),
+        cmd = [str(Path(sys.executable).parent / "gunicorn"),
+               "-c", str(REPO / "app" / "gunicorn.conf.py"),
                "-b", f"127.0.0.1:{port}", "--chdir", str(REPO / "app")]
         if preload:
             cmd.append("--preload")
         cmd.append(wsgi)
         log(f"app ({workers} gunicorn workers) on http://127.0.0.1:{port}")
         proc = self._spawn(name, cmd, env=env)
-        wait_for(lambda: port_open(port), f"app {name}", proc=proc, timeout=60)
+        wait_for(lambda: app_ready(port), f"app {name}", proc=proc, timeout=90)
         return proc
 
     # -- state on disk, for `make dev-down` -----------------------------------------------
@@ -350,16 +363,19 @@ def _alive(pid: int) -> bool:
 
 def print_urls(stack: Stack) -> None:
     base = f"http://127.0.0.1:{stack.app_port}"
-    print(f"""
+    admin = (f"PGPASSWORD={stack.admin_password} psql -h 127.0.0.1 -p {stack.bouncer_port}"
+             " -U pgbouncer_admin pgbouncer")
+    sys.stdout.write(f"""
   app          {base}/items   {base}/pool   {base}/metrics   {base}/docs
   PgBouncer    {stack.dsn()}
   PostgreSQL   {stack.dsn(via_bouncer=False, superuser=True)}
-  admin        PGPASSWORD={stack.admin_password} psql -h 127.0.0.1 -p {stack.bouncer_port} -U pgbouncer_admin pgbouncer
+  admin        {admin}
   plan file    {stack.plan_dir / 'plan.json'}   (edit it: the app resizes its pools live)
   sizing       {stack.sizing_dir / 'sizing.ini'}   (PgBouncer RELOADs when it changes)
   logs         {stack.state / 'logs'}/
   stop         make dev-down
-""", flush=True)
+""")
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:

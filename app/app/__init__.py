@@ -1,0 +1,1 @@
+"""The poolwarden reference service: FastAPI + SQLAlchemy (async, asyncpg) behind PgBouncer."""

@@ -1,0 +1,33 @@
+"""/items: create, read and list items (a small real resource on the pooled session)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from app import crud, deps, models
+
+router = APIRouter(prefix="/items", tags=["items"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=models.ItemPublic)
+async def create_item(item_create: models.ItemCreate, session: deps.SessionDep) -> models.Item:
+    return await crud.create_item(session=session, item_create=item_create)
+
+
+@router.get("/{item_id}", response_model=models.ItemPublic)
+async def read_item(item_id: int, session: deps.ReadOnlySessionDep) -> models.Item:
+    item = await crud.get_item(session=session, item_id=item_id)
+    if item is None:
+        raise HTTPException(status_code=404, detail=f"item {item_id} not found")
+    return item
+
+
+@router.get("", response_model=list[models.ItemPublic])
+async def list_items(
+    session: deps.ReadOnlySessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[models.Item]:
+    return await crud.list_items(session=session, limit=limit, offset=offset)
