@@ -1,0 +1,32 @@
+"""``python -m poolwarden_operator``: run the operator in the namespace from the environment.
+
+Settings (see ``config``): POOLWARDEN_NAMESPACE, POOLWARDEN_DRIFT_INTERVAL,
+POOLWARDEN_LIVENESS_HOST/PORT (kopf's liveness endpoint, ``/healthz``), POOLWARDEN_LOG_LEVEL.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import kopf
+
+from poolwarden_operator import config, handlers
+
+
+def main() -> int:
+    try:
+        settings = config.Settings.from_env()
+    except config.ConfigError as exc:
+        print(f"poolwarden-operator: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    assert handlers.BUDGETS  # the import registers the handlers
+    kopf.run(standalone=True, namespaces=[settings.namespace], liveness_endpoint=settings.liveness)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

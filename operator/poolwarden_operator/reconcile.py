@@ -1,0 +1,157 @@
+"""One reconcile pass for one ConnectionBudget: read, plan, write what changed.
+
+Always level-based: every pass reads the budget and its Deployments fresh from the API, so the
+pass that runs last (passes for one budget never overlap, see ``coalesce``) writes the plan for
+the latest state. Writes happen only where bytes differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from typing import Any
+
+from poolwarden import planner
+from poolwarden_operator import desired, kube, names
+
+log = logging.getLogger(__name__)
+
+
+async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
+    budget = await client.get_budget(namespace, name)
+    if budget is None:
+        return  # deleted; its ConfigMaps go with it (owner references)
+    spec, previous = budget["spec"], budget.get("status") or {}
+    observed = int(budget["metadata"].get("generation") or 0)
+    wanted = desired.deployment_names(spec)
+    found = await asyncio.gather(*(client.get_deployment(namespace, d) for d in wanted))
+    deployments = dict(zip(wanted, found, strict=True))
+    try:
+        plan = planner.plan(*desired.planner_inputs(spec, deployments))
+    except desired.SpecError as exc:
+        await _invalid(client, budget, exc, exc.reason, observed, previous)
+        return
+    except planner.PlannerError as exc:
+        await _invalid(client, budget, exc, "InvalidBudget", observed, previous)
+        return
+
+    generation, files = desired.files(namespace, name, spec, plan, previous)
+    changed = await _write_files(client, budget, files)
+    rollout = {c["name"] for c in spec["consumers"] if c.get("reloadMode") == "rollout"}
+    for item in spec["consumers"]:
+        deployment = deployments.get(item["deployment"])
+        if item["name"] in rollout and deployment is not None:
+            await _set_template(client, namespace, deployment, plan.consumer(item["name"]))
+
+    status = desired.status(spec, generation, observed, plan, files, previous, _now())
+    if _differs(status, previous):
+        await client.patch_budget_status(namespace, name, status)
+    if generation != previous.get("planGeneration"):
+        kind, reason, message = desired.plan_event(plan, generation)
+        await client.post_event(budget, kind, reason, message)
+        log.info("budget %s/%s: %s", namespace, name, message)
+
+    # Prompt the kubelet to refresh mounted ConfigMaps: live consumers and PgBouncer.
+    refresh = [spec["pgbouncer"]["deployment"]]
+    refresh += [c["deployment"] for c in spec["consumers"] if c["name"] not in rollout]
+    generations = {f.consumer: f.generation for f in files}
+    by_deployment = {spec["pgbouncer"]["deployment"]: generations[None]}
+    by_deployment |= {c["deployment"]: generations[c["name"]] for c in spec["consumers"]}
+    await asyncio.gather(
+        *(
+            _annotate_pods(client, namespace, deployments[d], by_deployment[d])
+            for d in refresh
+            if deployments.get(d) is not None
+        )
+    )
+    if changed:
+        log.info("budget %s/%s: wrote %s", namespace, name, ", ".join(changed))
+
+
+async def _write_files(
+    client: kube.Kube, budget: dict[str, Any], files: list[desired.File]
+) -> list[str]:
+    namespace, name = budget["metadata"]["namespace"], budget["metadata"]["name"]
+    changed = []
+    for f in files:
+        current = await client.get_configmap(namespace, f.configmap)
+        if current is not None and (current.get("data") or {}).get(f.key) == f.text:
+            continue
+        await client.write_configmap(
+            namespace,
+            f.configmap,
+            {f.key: f.text},
+            names.managed_labels(name),
+            kube.owner_reference(budget),
+            exists=current is not None,
+        )
+        changed.append(f.configmap)
+    return changed
+
+
+async def _set_template(
+    client: kube.Kube, namespace: str, deployment: dict[str, Any], part: planner.ConsumerPlan
+) -> None:
+    wanted = desired.template_annotations(part)
+    template = deployment.get("spec", {}).get("template", {}).get("metadata", {})
+    current = template.get("annotations") or {}
+    if any(current.get(k) != v for k, v in wanted.items()):
+        await client.patch_template_annotations(namespace, deployment["metadata"]["name"], wanted)
+
+
+async def _annotate_pods(
+    client: kube.Kube, namespace: str, deployment: dict[str, Any], generation: int
+) -> None:
+    selector = kube.label_selector(deployment)
+    if not selector:
+        return
+    value = str(generation)
+    pods = await client.list_pods(namespace, selector)
+    stale = [
+        p["metadata"]["name"]
+        for p in pods
+        if (p["metadata"].get("annotations") or {}).get(names.PLAN_GENERATION_ANNOTATION) != value
+        and not p["metadata"].get("deletionTimestamp")
+    ]
+    await asyncio.gather(
+        *(
+            client.annotate_pod(namespace, pod, {names.PLAN_GENERATION_ANNOTATION: value})
+            for pod in stale
+        )
+    )
+
+
+async def _invalid(
+    client: kube.Kube,
+    budget: dict[str, Any],
+    error: Exception,
+    reason: str,
+    observed: int,
+    previous: dict[str, Any],
+) -> None:
+    meta = budget["metadata"]
+    status = desired.invalid_status(error, reason, observed, previous, _now())
+    was = {c["type"]: c for c in previous.get("conditions") or []}.get("Ready") or {}
+    if _differs(status, previous):
+        await client.patch_budget_status(meta["namespace"], meta["name"], status)
+    if was.get("message") != str(error):
+        await client.post_event(budget, "Warning", reason, str(error))
+    log.warning("budget %s/%s cannot be planned: %s", meta["namespace"], meta["name"], error)
+
+
+def _differs(status: dict[str, Any], previous: dict[str, Any]) -> bool:
+    def strip(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conditions]
+
+    for key, value in status.items():
+        if key == "conditions":
+            if strip(value) != strip(previous.get("conditions") or []):
+                return True
+        elif previous.get(key) != value:
+            return True
+    return False
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
