@@ -1,0 +1,635 @@
+"""The operator against a real kube-apiserver + etcd + controller-manager.
+
+The operator runs as a subprocess (``python -m poolwarden_operator``) with a token of its own
+ServiceAccount, bound to the Role rendered by ``helm template`` from
+``charts/poolwarden/templates/operator-rbac.yaml``: these tests prove the RBAC is sufficient
+(and, separately, not more). There is no kubelet, so pods stay Pending; annotations still land.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import kubernetes
+import pytest
+import yaml
+from kubernetes.client.rest import ApiException
+
+from poolwarden import pgbouncer_ini, planfile, planner
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+CHART = PROJECT_DIR / "charts" / "poolwarden"
+CRD = CHART / "crds" / "connectionbudgets.poolwarden.io.yaml"
+HELM = PROJECT_DIR / ".tools" / "bin" / "helm"
+MEASUREMENTS = PROJECT_DIR / ".state" / "measurements"
+GROUP, VERSION, PLURAL = "poolwarden.io", "v1alpha1", "connectionbudgets"
+MERGE = "application/merge-patch+json"
+DEFAULT_WAIT = 60.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def wait_for(what, probe, timeout=DEFAULT_WAIT, interval=0.02):
+    """Poll ``probe`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            last = None
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """Admin-side view of one test namespace."""
+
+    def __init__(self, api: kubernetes.client.ApiClient, namespace: str) -> None:
+        self.api = api
+        self.ns = namespace
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.apps = kubernetes.client.AppsV1Api(api)
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+
+    def make_deployment(self, name, replicas, strategy=None, labels=None):
+        labels = labels or {"app": name}
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [{"name": "main", "image": "poolwarden.invalid/none:0"}]
+                    },
+                },
+            },
+        }
+        if strategy:
+            body["spec"]["strategy"] = strategy
+        self.apps.create_namespaced_deployment(self.ns, body)
+
+    def scale(self, name, replicas):
+        """What ``kubectl scale`` does: write the scale subresource."""
+        self.apps.patch_namespaced_deployment_scale(
+            name, self.ns, {"spec": {"replicas": replicas}}, _content_type=MERGE
+        )
+
+    def make_budget(
+        self, name="budget", max_connections=100, reserved=10, consumers=None, **pgbouncer
+    ):
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ConnectionBudget",
+            "metadata": {"name": name},
+            "spec": {
+                "database": {"maxConnections": max_connections, "reserved": reserved},
+                "pgbouncer": {"deployment": "pgbouncer", **pgbouncer},
+                "consumers": consumers
+                or [{"name": "app", "deployment": "app", "workersPerPod": 2}],
+            },
+        }
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
+
+    def patch_budget(self, name, spec):
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.ns, PLURAL, name, {"spec": spec}, _content_type=MERGE
+        )
+
+    def budget(self, name="budget"):
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+
+    def configmap_text(self, name, key):
+        response = self.core.read_namespaced_config_map(name, self.ns, _preload_content=False)
+        cm = json.loads(response.data)
+        return (cm.get("data") or {}).get(key), cm["metadata"]["resourceVersion"]
+
+    def plan(self, name="budget-app-plan"):
+        text, _ = self.configmap_text(name, planfile.FILE_NAME)
+        return planfile.parse(text) if text else None
+
+    def sizing(self, name="budget-pgbouncer-sizing"):
+        text, _ = self.configmap_text(name, pgbouncer_ini.FILE_NAME)
+        return pgbouncer_ini.parse(text) if text else None
+
+    def events(self, reason=None):
+        response = self.core.list_namespaced_event(self.ns, _preload_content=False)
+        items = json.loads(response.data)["items"]
+        return [e for e in items if reason is None or e["reason"] == reason]
+
+    def pods(self, selector):
+        response = self.core.list_namespaced_pod(
+            self.ns, label_selector=selector, _preload_content=False
+        )
+        return json.loads(response.data)["items"]
+
+    def condition(self, kind, name="budget"):
+        for c in (self.budget(name).get("status") or {}).get("conditions") or []:
+            if c["type"] == kind:
+                return c
+        return None
+
+
+def expected_pool(replicas, workers=2, max_connections=100, reserved=10, bouncers=1):
+    """The planner's answer for the default fixtures (Deployments default to maxSurge 25%)."""
+    result = planner.plan(
+        planner.Budget(max_connections, reserved),
+        planner.PgBouncer(bouncers, planner.resolve_surge(bouncers)),
+        [planner.Consumer("app", replicas, workers, surge=planner.resolve_surge(replicas))],
+    )
+    return result
+
+
+class Operator:
+    """The operator as a subprocess with its ServiceAccount's kubeconfig."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
+        self.kubeconfig, self.namespace, self.log = kubeconfig, namespace, log
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Operator:
+        env = dict(os.environ)
+        env.update(
+            KUBECONFIG=str(self.kubeconfig),
+            POOLWARDEN_NAMESPACE=self.namespace,
+            POOLWARDEN_LIVENESS_HOST="127.0.0.1",
+            POOLWARDEN_LIVENESS_PORT=str(self.port),
+            # Long enough that every test proves the event path, not the drift check.
+            POOLWARDEN_DRIFT_INTERVAL="600",
+            PYTHONWARNINGS="default",
+        )
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "poolwarden_operator"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
+        wait_for("the operator's liveness endpoint", self.alive, timeout=60, interval=0.2)
+        return self
+
+    def alive(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            pytest.fail(f"operator exited: {self.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def admin(control_plane):
+    api = kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def crd(admin):
+    ext = kubernetes.client.ApiextensionsV1Api(admin)
+    body = yaml.safe_load(CRD.read_text())
+    try:
+        ext.create_custom_resource_definition(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+    def established():
+        got = ext.read_custom_resource_definition(body["metadata"]["name"])
+        return any(
+            c.type == "Established" and c.status == "True" for c in got.status.conditions or []
+        )
+
+    wait_for("the ConnectionBudget CRD to be established", established, interval=0.2)
+    return body
+
+
+@pytest.fixture(scope="session")
+def rbac_documents(tmp_path_factory):
+    """templates/operator-rbac.yaml rendered by helm with the chart's own helpers and values."""
+    if not HELM.exists():
+        pytest.fail("helm is missing: run `make tools`", pytrace=False)
+    chart = tmp_path_factory.mktemp("rbac-chart") / "poolwarden"
+    (chart / "templates").mkdir(parents=True)
+    for part in (
+        "Chart.yaml",
+        "values.yaml",
+        "templates/_helpers.tpl",
+        "templates/operator-rbac.yaml",
+    ):
+        shutil.copy(CHART / part, chart / part)
+    rendered = subprocess.run(
+        [str(HELM), "template", "pw", str(chart), "--namespace", "NAMESPACE",
+         "--show-only", "templates/operator-rbac.yaml"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+@pytest.fixture
+def cluster(admin, crd):
+    namespace = f"pw-{uuid.uuid4().hex[:8]}"
+    kubernetes.client.CoreV1Api(admin).create_namespace({"metadata": {"name": namespace}})
+    yield Cluster(admin, namespace)
+    kubernetes.client.CoreV1Api(admin).delete_namespace(namespace)
+
+
+@pytest.fixture
+def operator_account(cluster, control_plane, rbac_documents):
+    """Apply the rendered Role + RoleBinding into the test namespace; return the SA kubeconfig."""
+    account = None
+    for doc in rbac_documents:
+        doc = json.loads(json.dumps(doc).replace("NAMESPACE", cluster.ns))
+        if doc["kind"] == "Role":
+            cluster.rbac.create_namespaced_role(cluster.ns, doc)
+        elif doc["kind"] == "RoleBinding":
+            cluster.rbac.create_namespaced_role_binding(cluster.ns, doc)
+            account = doc["subjects"][0]["name"]
+        else:
+            pytest.fail(f"operator-rbac.yaml renders an unexpected {doc['kind']}")
+    assert account, "operator-rbac.yaml must bind a ServiceAccount"
+    return control_plane.service_account_kubeconfig(cluster.ns, account)
+
+
+@pytest.fixture
+def run_operator(cluster, operator_account, tmp_path):
+    """Factory: start (or restart) the operator; every instance is stopped at teardown."""
+    started: list[Operator] = []
+    log = tmp_path / "operator.log"
+
+    def start() -> Operator:
+        op = Operator(operator_account, cluster.ns, log).start()
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+    text = log.read_text() if log.exists() else ""
+    sys.stderr.write(f"--- operator log (tail) ---\n{text[-5000:]}\n")  # shown on failure only
+    forbidden = [line for line in text.splitlines() if "Forbidden" in line or "403" in line]
+    assert not forbidden, "the operator hit RBAC denials:\n" + "\n".join(forbidden[:10])
+    tracebacks = [line for line in text.splitlines() if "Traceback" in line]
+    assert not tracebacks, f"the operator logged errors:\n{text[-5000:]}"
+
+
+def record(name: str, values: dict) -> None:
+    MEASUREMENTS.mkdir(parents=True, exist_ok=True)
+    (MEASUREMENTS / f"{name}.json").write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_scale_2_8_1_rewrites_plans_status_and_events(cluster, run_operator):
+    cluster.make_deployment("pgbouncer", 1)
+    cluster.make_deployment("app", 2)
+    cluster.make_budget()
+    op = run_operator()
+    assert op.alive()
+
+    delays = []
+    last_generation = 0
+    for replicas in (2, 8, 1):
+        want = expected_pool(replicas)
+        started = time.monotonic()
+        if replicas != 2:
+            cluster.scale("app", replicas)
+        plan = wait_for(
+            f"plan.json for {replicas} replicas",
+            lambda w=want: (p := cluster.plan()) and p.pool_size == w.consumers[0].pool_size and p,
+            interval=0.01,
+        )
+        if replicas != 2:
+            delays.append(time.monotonic() - started)
+        assert plan.generation > last_generation
+        last_generation = plan.generation
+        assert plan.budget == f"{cluster.ns}/budget" and plan.consumer == "app"
+        assert plan.max_overflow == 0 and not plan.overcommitted
+
+        sizing = cluster.sizing()
+        assert sizing.max_db_connections == want.pgbouncer.max_db_connections
+        # The database can never be over budget: PgBouncer pods x max_db_connections <= 90.
+        assert (1 + 1) * sizing.max_db_connections <= 90
+
+        status = wait_for(
+            "status of the new plan",
+            lambda p=plan: (
+                (s := cluster.budget().get("status") or {}).get("planGeneration") == p.generation
+                and s
+            ),
+        )
+        assert status["consumers"][0]["replicas"] == replicas
+        assert status["consumers"][0]["poolSize"] == plan.pool_size
+        assert status["observedGeneration"] == cluster.budget()["metadata"]["generation"]
+        assert status["state"] == "Ready"
+        assert cluster.condition("Ready")["status"] == "True"
+        assert cluster.condition("Overcommitted")["status"] == "False"
+
+        wait_for(
+            f"a PlanUpdated Event for generation {plan.generation}",
+            lambda p=plan: [
+                e
+                for e in cluster.events("PlanUpdated")
+                if f"generation {p.generation}:" in e["message"]
+            ],
+        )
+        # Every running pod of the consumer is told to refresh its mounted plan now.
+        wait_for(
+            "the plan-generation annotation on every app pod",
+            lambda p=plan, n=replicas: (pods := [x for x in cluster.pods("app=app")
+                                                if not x["metadata"].get("deletionTimestamp")])
+            and len(pods) == n
+            and all(x["metadata"].get("annotations", {}).get("poolwarden.io/plan-generation")
+                    == str(p.generation) for x in pods),
+        )  # fmt: skip
+
+    # More replicas never raise a pod's share; fewer give it back.
+    shares = [expected_pool(n).consumers[0].pool_size for n in (2, 8, 1)]
+    assert shares[1] < shares[0] < shares[2]
+    record("operator-scale-delay", {"scale_to_configmap_seconds": delays})
+    sys.stderr.write(f"\nscale -> plan ConfigMap written: {[round(d, 3) for d in delays]} s\n")
+
+
+def test_unchanged_plan_is_never_rewritten(cluster, run_operator):
+    cluster.make_deployment("pgbouncer", 1)
+    cluster.make_deployment("app", 3)
+    cluster.make_budget()
+    run_operator()
+    wait_for("the first plan", cluster.plan)
+    _, version = cluster.configmap_text("budget-app-plan", planfile.FILE_NAME)
+    # A change the plan does not depend on (the pod template) and a no-op CR edit.
+    template = {"metadata": {"labels": {"app": "app", "x": "1"}}}
+    cluster.apps.patch_namespaced_deployment(
+        "app", cluster.ns, {"spec": {"template": template}}, _content_type=MERGE
+    )
+    cluster.patch_budget("budget", {"pgbouncer": {"maxClientConn": 1000}})
+    cluster.scale("app", 4)  # a real change afterwards shows the operator was listening
+    wait_for(
+        "the plan for 4 replicas",
+        lambda: cluster.plan().pool_size == expected_pool(4).consumers[0].pool_size,
+    )
+    generations = sorted(
+        {int(e["message"].split()[2].rstrip(":")) for e in cluster.events("PlanUpdated")}
+    )
+    assert generations == [1, 2], generations
+    assert cluster.configmap_text("budget-app-plan", planfile.FILE_NAME)[1] != version
+
+
+def test_overcommitted_budget_says_what_to_change(cluster, run_operator):
+    cluster.make_deployment("pgbouncer", 1, strategy={"type": "Recreate"})
+    cluster.make_deployment("app", 6, strategy={"type": "Recreate"})
+    cluster.make_budget(max_connections=12, reserved=2)
+    run_operator()
+    condition = wait_for(
+        "the Overcommitted condition",
+        lambda: (c := cluster.condition("Overcommitted")) and c["status"] == "True" and c,
+    )
+    assert "12 workers" in condition["message"]
+    assert "raise spec.database.maxConnections to at least 14" in condition["message"]
+    warning = wait_for("a Warning Event", lambda: cluster.events("Overcommitted"))
+    assert warning[0]["type"] == "Warning"
+    assert "raise spec.database.maxConnections" in warning[0]["message"]
+    plan = cluster.plan()
+    assert (plan.pool_size, plan.max_overflow, plan.overcommitted) == (1, 0, True)
+    assert cluster.budget()["status"]["state"] == "Overcommitted"
+    # PgBouncer still keeps the database inside its budget.
+    assert cluster.sizing().max_db_connections == 10
+
+    cluster.patch_budget("budget", {"database": {"maxConnections": 14}})
+    wait_for(
+        "Overcommitted to clear after raising maxConnections",
+        lambda: cluster.condition("Overcommitted")["status"] == "False",
+    )
+    assert not cluster.plan().overcommitted
+
+
+def test_rollout_reload_mode_puts_the_pool_into_the_pod_template(cluster, run_operator):
+    cluster.make_deployment("pgbouncer", 1)
+    cluster.make_deployment("app", 2)
+    cluster.make_deployment("batch", 1, strategy={"type": "Recreate"})
+    cluster.make_budget(
+        consumers=[
+            {"name": "app", "deployment": "app", "workersPerPod": 2, "weight": 3},
+            {"name": "batch", "deployment": "batch", "reloadMode": "rollout", "overflow": "half"},
+        ]
+    )
+    run_operator()
+    plan = wait_for("batch's plan", lambda: cluster.plan("budget-batch-plan"))
+
+    def template():
+        return (
+            cluster.apps.read_namespaced_deployment(
+                "batch", cluster.ns
+            ).spec.template.metadata.annotations
+            or {}
+        )
+
+    annotations = wait_for(
+        "the pool size in batch's pod template", lambda: template().get("poolwarden.io/pool-size")
+    )
+    assert annotations == str(plan.pool_size)
+    assert template()["poolwarden.io/max-overflow"] == str(plan.max_overflow)
+    app_plan = cluster.plan()
+    # Weights: app (3) is never behind batch (1) per worker.
+    assert app_plan.pool_size + app_plan.max_overflow >= plan.pool_size + plan.max_overflow
+    # Live consumers' templates are never touched (that would restart every pod).
+    app_template = cluster.apps.read_namespaced_deployment(
+        "app", cluster.ns
+    ).spec.template.metadata.annotations
+    assert not (app_template or {}).get("poolwarden.io/pool-size")
+
+
+def test_invalid_budgets_are_rejected_by_the_api_server(cluster):
+    cases = [
+        (
+            {"max_connections": 10, "reserved": 10},
+            "database.reserved must be below database.maxConnections",
+        ),
+        ({"max_connections": 0}, "spec.database.maxConnections"),
+        (
+            {"consumers": [{"name": "a", "deployment": "x"}, {"name": "a", "deployment": "y"}]},
+            "consumer names must be unique",
+        ),
+        (
+            {"consumers": [{"name": "a", "deployment": "x"}, {"name": "b", "deployment": "x"}]},
+            "each consumer needs its own Deployment",
+        ),
+        ({"consumers": [{"name": "a", "deployment": "x", "workersPerPod": 0}]}, "workersPerPod"),
+        (
+            {"consumers": [{"name": "a", "deployment": "x", "overflow": "lots"}]},
+            'supported values: "none", "quarter", "half"',
+        ),
+        (
+            {"consumers": [{"name": "a", "deployment": "x", "reloadMode": "restart"}]},
+            'supported values: "live", "rollout"',
+        ),
+        ({"consumers": []}, "spec.consumers"),
+        (
+            {"consumers": [{"name": "a", "deployment": "pgbouncer"}]},
+            "the PgBouncer Deployment cannot also be a consumer",
+        ),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ApiException) as info:
+            cluster.make_budget(**kwargs)
+        assert info.value.status == 422, info.value.body
+        assert message in info.value.body, (kwargs, info.value.body)
+
+
+def test_killed_operator_converges_after_restart(cluster, run_operator):
+    cluster.make_deployment("pgbouncer", 1)
+    cluster.make_deployment("app", 2)
+    cluster.make_budget()
+    op = run_operator()
+    first = wait_for("the first plan", cluster.plan)
+    cluster.scale("app", 8)
+    op.kill()  # mid-change: the scale event may or may not have been handled
+    cluster.scale("app", 5)
+    cluster.scale("pgbouncer", 2)
+    run_operator()
+    want = expected_pool(5, bouncers=2)
+    pool = want.consumers[0].pool_size
+    plan = wait_for(
+        "the plan for 5 app and 2 PgBouncer replicas",
+        lambda: (p := cluster.plan()) and p.pool_size == pool and p,
+    )
+    assert plan.generation > first.generation
+    wait_for(
+        "sizing for 2 PgBouncer replicas",
+        lambda: cluster.sizing().max_db_connections == want.pgbouncer.max_db_connections,
+    )
+    status = wait_for(
+        "status of the converged plan",
+        lambda: (s := cluster.budget()["status"]).get("planGeneration") == plan.generation and s,
+    )
+    assert status["consumers"][0]["replicas"] == 5 and status["pgbouncer"]["replicas"] == 2
+
+
+def test_200_rapid_scale_events_end_in_the_final_plan(cluster, run_operator):
+    cluster.make_deployment("pgbouncer", 1)
+    cluster.make_deployment("app", 2)
+    cluster.make_budget()
+    run_operator()
+    wait_for("the first plan", cluster.plan)
+    first_generation = cluster.plan().generation
+    rng = random.Random(20261122)
+    sizes = [rng.randint(1, 12) for _ in range(199)] + [7]
+    for replicas in sizes:
+        cluster.scale("app", replicas)
+    want = expected_pool(7).consumers[0].pool_size
+    wait_for("the plan for the final 7 replicas", lambda: cluster.plan().pool_size == want)
+
+    # Quiet period: nothing stale may be written after the final plan.
+    _, version = cluster.configmap_text("budget-app-plan", planfile.FILE_NAME)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        assert cluster.plan().pool_size == want
+        time.sleep(0.1)
+    assert cluster.configmap_text("budget-app-plan", planfile.FILE_NAME)[1] == version
+    status = cluster.budget()["status"]
+    assert status["consumers"][0]["replicas"] == 7
+    plans = cluster.plan().generation - first_generation
+    assert plans <= len(sizes)
+    record("operator-rapid-scale", {"scale_events": len(sizes), "plans_written": plans})
+    sys.stderr.write(f"\n{len(sizes)} scale events -> {plans} plan generations\n")
+
+
+def test_rbac_is_sufficient_and_not_more(cluster, operator_account):
+    api = kubernetes.config.new_client_from_config(config_file=str(operator_account))
+    try:
+        reviews = kubernetes.client.AuthorizationV1Api(api)
+
+        def allowed(verb, resource, group="", namespace=cluster.ns, subresource=""):
+            body = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {
+                    "verb": verb, "resource": resource, "group": group,
+                    "namespace": namespace, "subresource": subresource,
+                }},
+            }  # fmt: skip
+            return reviews.create_self_subject_access_review(body).status.allowed
+
+        needed = [
+            ("watch", "connectionbudgets", GROUP, cluster.ns, ""),
+            ("patch", "connectionbudgets", GROUP, cluster.ns, "status"),
+            ("watch", "deployments", "apps", cluster.ns, ""),
+            ("create", "configmaps", "", cluster.ns, ""),
+            ("patch", "configmaps", "", cluster.ns, ""),
+            ("patch", "pods", "", cluster.ns, ""),
+            ("create", "events", "", cluster.ns, ""),
+        ]
+        for verb, resource, group, namespace, sub in needed:
+            assert allowed(verb, resource, group, namespace, sub), (verb, resource, sub)
+        refused = [
+            ("get", "secrets", "", cluster.ns, ""),
+            ("list", "secrets", "", cluster.ns, ""),
+            ("delete", "configmaps", "", cluster.ns, ""),
+            ("delete", "pods", "", cluster.ns, ""),
+            ("create", "deployments", "apps", cluster.ns, ""),
+            ("delete", "connectionbudgets", GROUP, cluster.ns, ""),
+            ("create", "pods", "", cluster.ns, "exec"),
+            ("list", "configmaps", "", "kube-system", ""),
+            ("watch", "deployments", "apps", "default", ""),
+            ("create", "roles", "rbac.authorization.k8s.io", cluster.ns, ""),
+        ]
+        for verb, resource, group, namespace, sub in refused:
+            assert not allowed(verb, resource, group, namespace, sub), (
+                verb,
+                resource,
+                namespace,
+                sub,
+            )
+        with pytest.raises(ApiException) as info:
+            kubernetes.client.CoreV1Api(api).list_namespaced_secret(cluster.ns)
+        assert info.value.status == 403
+    finally:
+        api.close()
