@@ -1,0 +1,28 @@
+##@ Operator (kopf): image wheelhouse, local run, tests
+
+# Python packages baked into the operator image (Python 3.13 of debian:trixie-slim), pinned.
+OPERATOR_WHEELS      ?= $(PROJECT_DIR)/.cache/wheels/operator
+OPERATOR_PIP_PINS    := kopf==1.45.2 kubernetes==37.0.2 pyyaml==6.0.3 pip==25.3
+OPERATOR_NAMESPACE   ?= default
+
+.PHONY: operator-wheels
+operator-wheels: $(OPERATOR_WHEELS)/.complete ## Download the operator image's wheels (Python 3.13, manylinux) into .cache/wheels/operator.
+$(OPERATOR_WHEELS)/.complete: mk/operator.mk
+	@echo ">> operator-wheels: $(OPERATOR_PIP_PINS) -> $(OPERATOR_WHEELS)"
+	@mkdir -p $(OPERATOR_WHEELS)
+	$(VENV)/bin/pip download --quiet --only-binary=:all: --python-version 3.13 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  --platform any --dest $(OPERATOR_WHEELS) $(OPERATOR_PIP_PINS)
+	@touch $@
+
+# The project images are built from the repository root; the operator's needs its wheelhouse.
+images: operator-wheels
+
+.PHONY: operator-run
+operator-run: venv ## Run the operator on the host against $$KUBECONFIG, watching OPERATOR_NAMESPACE.
+	POOLWARDEN_NAMESPACE=$(OPERATOR_NAMESPACE) $(VENV)/bin/python -m poolwarden_operator
+
+.PHONY: test-operator
+test-operator: venv tools trixie-root ## Run the operator's unit and control-plane tests.
+	$(VENV)/bin/pytest tests/unit/test_planner.py tests/unit/test_cli.py tests/unit/test_operator_desired.py \
+	  tests/unit/test_operator_coalesce.py tests/controlplane/test_operator.py
