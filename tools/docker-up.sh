@@ -33,15 +33,8 @@ fi
 
 [ "$(id -u)" = 0 ] || die "no Docker engine answers and installing one needs root; start Docker, or rerun as root"
 
-if ! [ -x /usr/sbin/dockerd ] || ! command -v jq >/dev/null; then
-  log "installing Debian's docker.io (apt-get)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    docker.io jq iptables ca-certificates pigz >/dev/null
-fi
-real_runc=$(command -v runc || true)
-[ -n "$real_runc" ] && [ "$real_runc" != "$WRAPPER" ] || real_runc=/usr/sbin/runc
-[ -x "$real_runc" ] || die "runc not found after installing docker.io"
+# Debian's runc (a dependency of docker.io) lives in /usr/sbin.
+real_runc=${POOLWARDEN_REAL_RUNC:-/usr/sbin/runc}
 
 log "runc wrapper $WRAPPER (drops CAP_SYS_RESOURCE, then execs $real_runc)"
 sed "s|^REAL_RUNC=.*|REAL_RUNC=\${POOLWARDEN_REAL_RUNC:-$real_runc}|" \
@@ -58,19 +51,32 @@ esac
 log "data-root $DATA_ROOT on $fstype"
 
 mkdir -p "$(dirname "$DAEMON_JSON")"
-want=$(jq -n --arg w "$WRAPPER" --arg root "$DATA_ROOT" '{
-  "data-root": $root,
+want=$(cat <<JSON
+{
+  "data-root": "$DATA_ROOT",
   "default-runtime": "poolwarden-runc",
-  "runtimes": {"poolwarden-runc": {"path": $w}},
+  "runtimes": {"poolwarden-runc": {"path": "$WRAPPER"}},
   "storage-driver": "overlay2",
   "log-driver": "json-file",
   "log-opts": {"max-size": "10m", "max-file": "2"}
-}')
-if [ -f "$DAEMON_JSON" ] && [ "$(jq -S . "$DAEMON_JSON" 2>/dev/null)" != "$(jq -S . <<<"$want")" ]; then
+}
+JSON
+)
+if [ -f "$DAEMON_JSON" ] && [ "$(cat "$DAEMON_JSON")" != "$want" ] && [ ! -f "$DAEMON_JSON.before-poolwarden" ]; then
   log "replacing $DAEMON_JSON (old copy kept as $DAEMON_JSON.before-poolwarden)"
-  cp -n "$DAEMON_JSON" "$DAEMON_JSON.before-poolwarden" || true
+  cp "$DAEMON_JSON" "$DAEMON_JSON.before-poolwarden"
 fi
 echo "$want" >"$DAEMON_JSON"
+
+# The wrapper and daemon.json are in place first, so a dockerd that a package script may start
+# already runs with them.
+if ! [ -x /usr/sbin/dockerd ] || ! [ -x "$real_runc" ] || ! command -v jq >/dev/null; then
+  log "installing Debian's docker.io (apt-get)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    docker.io jq iptables ca-certificates pigz >/dev/null
+fi
+[ -x "$real_runc" ] || die "$real_runc not found after installing docker.io; set POOLWARDEN_REAL_RUNC"
 
 # kind nodes each run many inotify users; the kernel default of 128 instances is too few.
 for kv in fs.inotify.max_user_instances=512 fs.inotify.max_user_watches=524288; do
