@@ -56,8 +56,9 @@ def connect_args(settings: config.Settings) -> dict[str, object]:
     args: dict[str, object] = {
         "timeout": settings.connect_timeout,
         "command_timeout": settings.command_timeout,
-        # Startup parameters; PgBouncer passes them on (application_name always,
-        # jit through track_extra_parameters in our pgbouncer.ini).
+        # Startup parameters. PgBouncer carries application_name per client; it accepts and
+        # drops jit (not reported by PostgreSQL, so not trackable): behind PgBouncer jit is
+        # set for the role (ALTER ROLE ... SET jit = off), directly it comes from here.
         "server_settings": {
             "application_name": application_name(settings),
             "jit": "on" if settings.jit else "off",

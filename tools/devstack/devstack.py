@@ -101,6 +101,9 @@ class Stack:
     admin_password: str = "admin-dev-password"
     stats_password: str = "stats-dev-password"
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
+    # The Popen objects of this process's children (not saved): waited for on stop.
+    procs: dict[str, subprocess.Popen] = dataclasses.field(default_factory=dict, repr=False,
+                                                           compare=False)
 
     # -- locations ------------------------------------------------------------------------
     @property
@@ -108,13 +111,9 @@ class Stack:
         return self.state / "pg"
 
     @property
-    def bouncer_dir(self) -> Path:
-        return self.state / "pgbouncer"
-
-    @property
     def sizing_dir(self) -> Path:
-        """Stands in for the mounted sizing ConfigMap (`/etc/pgbouncer/sizing`)."""
-        return self.bouncer_dir / "sizing"
+        """Stands in for the main PgBouncer's mounted sizing ConfigMap (/etc/pgbouncer/sizing)."""
+        return self.state / "pgbouncer" / "sizing"
 
     @property
     def plan_dir(self) -> Path:
@@ -163,10 +162,8 @@ class Stack:
         return out.stdout
 
     def admin(self, command: str) -> list[list[str]]:
-        """A PgBouncer admin-console command (SHOW POOLS, RELOAD, ...) as rows of strings."""
-        text = self.psql(command, port=self.bouncer_port, user="pgbouncer_admin",
-                         password=self.admin_password, db="pgbouncer")
-        return [line.split(",") for line in text.splitlines() if line]
+        """An admin-console command on the main PgBouncer."""
+        return Bouncer(stack=self, name="pgbouncer", port=self.bouncer_port).admin(command)
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None,
                cwd: Path | None = None) -> subprocess.Popen:
@@ -176,11 +173,25 @@ class Stack:
                                 start_new_session=True)
         logf.close()
         self.pids[name] = proc.pid
+        self.procs[name] = proc
         return proc
+
+    def stop_one(self, name: str) -> None:
+        """Stop one process this stack started (SIGINT for PostgreSQL: fast shutdown)."""
+        pid = self.pids.pop(name, None)
+        proc = self.procs.pop(name, None)
+        if pid is None:
+            return
+        sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
+        log(f"stopping {name} (pid {pid})")
+        stop_process(pid, name, sig=sig)
+        if proc is not None:
+            proc.wait()
 
     # -- PostgreSQL -----------------------------------------------------------------------
     def start_postgres(self, *, max_connections: int = 100) -> subprocess.Popen:
         uid, gid = root_user_ids()
+        self.state.chmod(0o755)  # the root's postgres user enters it as /mnt/state
         self.pg_dir.mkdir(parents=True, exist_ok=True)
         os.chown(self.pg_dir, uid, gid)
         if not (self.pg_dir / "data" / "PG_VERSION").exists():
@@ -188,12 +199,14 @@ class Stack:
             pwfile = self.pg_dir / "pwfile"
             pwfile.write_text(self.superuser_password + "\n")
             os.chown(pwfile, uid, gid)
-            subprocess.run(
+            out = subprocess.run(
                 self.chroot_cmd("initdb", "-D", "/mnt/state/pg/data", "-U", "postgres",
                                 "--auth=scram-sha-256", "--pwfile=/mnt/state/pg/pwfile",
                                 "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"),
-                check=True, capture_output=True,
+                capture_output=True, text=True,
             )
+            if out.returncode != 0:
+                raise RuntimeError(f"initdb failed: {out.stdout}{out.stderr}")
             pwfile.unlink()
         log(f"PostgreSQL 17 on 127.0.0.1:{self.pg_port}")
         proc = self._spawn("postgres", self.chroot_cmd(
@@ -214,18 +227,21 @@ class Stack:
         if not exists.strip():
             self.psql(f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{self.app_password}'",
                       db="postgres")
+        # PgBouncer cannot pass `jit` through (PostgreSQL does not report it): set it per role.
+        self.psql(f"ALTER ROLE {APP_USER} SET jit = off", db="postgres")
         if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{APP_DB}'",
                          db="postgres").strip():
             self.psql(f"CREATE DATABASE {APP_DB} OWNER {APP_USER}", db="postgres")
 
     # -- PgBouncer ------------------------------------------------------------------------
-    def bouncer_env(self, **overrides: str) -> dict[str, str]:
+    def bouncer_env(self, name: str = "pgbouncer", port: int | None = None,
+                    **overrides: str) -> dict[str, str]:
         env = {
-            "PGBOUNCER_CONF_DIR": "/mnt/state/pgbouncer/conf",
-            "PGBOUNCER_SIZING_DIR": "/mnt/state/pgbouncer/sizing",
+            "PGBOUNCER_CONF_DIR": f"/mnt/state/{name}/conf",
+            "PGBOUNCER_SIZING_DIR": f"/mnt/state/{name}/sizing",
             "PGBOUNCER_TEMPLATE": "/mnt/ro/pgbouncer.ini.tmpl",
             "PGBOUNCER_LISTEN_ADDR": "127.0.0.1",
-            "PGBOUNCER_LISTEN_PORT": str(self.bouncer_port),
+            "PGBOUNCER_LISTEN_PORT": str(port or self.bouncer_port),
             "PGBOUNCER_DB_HOST": "127.0.0.1",
             "PGBOUNCER_DB_PORT": str(self.pg_port),
             "PGBOUNCER_DB_NAME": APP_DB,
@@ -239,36 +255,36 @@ class Stack:
         env.update(overrides)
         return env
 
-    def start_pgbouncer(self, **env_overrides: str) -> subprocess.Popen:
+    def start_pgbouncer(self, name: str = "pgbouncer", port: int | None = None,
+                        **env_overrides: str) -> Bouncer:
+        """Run pgbouncer/entrypoint.sh (the image's entrypoint) from the trixie root."""
+        port = port or self.bouncer_port
+        bouncer = Bouncer(stack=self, name=name, port=port)
         uid, gid = root_user_ids()
-        for path in (self.bouncer_dir, self.bouncer_dir / "conf", self.sizing_dir):
+        for path in (bouncer.dir, bouncer.dir / "conf", bouncer.sizing_dir):
             path.mkdir(parents=True, exist_ok=True)
             os.chown(path, uid, gid)
-        log(f"PgBouncer 1.24 on 127.0.0.1:{self.bouncer_port} (transaction mode)")
-        env = dict(os.environ, **self.bouncer_env(**env_overrides))
-        proc = self._spawn("pgbouncer", self.chroot_cmd("bash", "/mnt/ro/entrypoint.sh"), env=env)
-        wait_for(lambda: self.admin("SHOW VERSION"), "PgBouncer", proc=proc)
-        return proc
+        log(f"PgBouncer 1.24 on 127.0.0.1:{port} (transaction mode)")
+        env = dict(os.environ, **self.bouncer_env(name, port, **env_overrides))
+        bouncer.proc = self._spawn(name, self.chroot_cmd("bash", "/mnt/ro/entrypoint.sh"),
+                                   env=env)
+        wait_for(lambda: bouncer.admin("SHOW VERSION"), "PgBouncer", proc=bouncer.proc)
+        return bouncer
 
     def write_sizing(self, text: str) -> None:
-        """Replace the sizing include atomically, as the kubelet does for a ConfigMap."""
-        self.sizing_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.sizing_dir / ".sizing.ini.tmp"
-        tmp.write_text(text)
-        tmp.chmod(0o644)
-        tmp.replace(self.sizing_dir / "sizing.ini")
+        Bouncer(stack=self, name="pgbouncer", port=self.bouncer_port).write_sizing(text)
 
     # -- the app --------------------------------------------------------------------------
     def start_app(self, *, workers: int = 2, preload: bool = False, via_bouncer: bool = True,
                   port: int | None = None, name: str = "app", wsgi: str = "app.main:create_app()",
-                  **env_overrides: str) -> subprocess.Popen:
+                  chdir: Path | None = None, **env_overrides: str) -> subprocess.Popen:
         port = port or self.app_port
         self.plan_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, **self.app_env(via_bouncer=via_bouncer, **env_overrides))
         env["POOLWARDEN_WORKERS"] = str(workers)
         cmd = [str(Path(sys.executable).parent / "gunicorn"),
                "-c", str(REPO / "app" / "gunicorn.conf.py"),
-               "-b", f"127.0.0.1:{port}", "--chdir", str(REPO / "app")]
+               "-b", f"127.0.0.1:{port}", "--chdir", str(chdir or REPO / "app")]
         if preload:
             cmd.append("--preload")
         cmd.append(wsgi)
@@ -279,7 +295,8 @@ class Stack:
 
     # -- state on disk, for `make dev-down` -----------------------------------------------
     def save(self) -> None:
-        data = dataclasses.asdict(self)
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.name != "procs"}
         data["state"] = str(self.state)
         (self.state / "stack.json").write_text(json.dumps(data, indent=2) + "\n")
 
@@ -291,6 +308,42 @@ class Stack:
         data = json.loads(path.read_text())
         data["state"] = Path(data["state"])
         return cls(**data)
+
+
+@dataclasses.dataclass
+class Bouncer:
+    """One PgBouncer of a stack (its own port, config dir and sizing dir)."""
+
+    stack: Stack
+    name: str
+    port: int
+    proc: subprocess.Popen | None = None
+
+    @property
+    def dir(self) -> Path:
+        return self.stack.state / self.name
+
+    @property
+    def sizing_dir(self) -> Path:
+        return self.dir / "sizing"
+
+    def admin(self, command: str) -> list[list[str]]:
+        """An admin-console command (SHOW POOLS, RELOAD, ...) as rows of strings."""
+        text = self.stack.psql(command, port=self.port, user="pgbouncer_admin",
+                               password=self.stack.admin_password, db="pgbouncer")
+        return [line.split(",") for line in text.splitlines() if line]
+
+    def write_sizing(self, text: str) -> None:
+        """Replace the sizing include atomically, as the kubelet does for a ConfigMap."""
+        self.sizing_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.sizing_dir / ".sizing.ini.tmp"
+        tmp.write_text(text)
+        tmp.chmod(0o644)
+        tmp.replace(self.sizing_dir / "sizing.ini")
+
+    def log_text(self) -> str:
+        path = self.stack.log_file(self.name)
+        return path.read_text(errors="replace") if path.exists() else ""
 
 
 def stop_process(pid: int, name: str, *, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
@@ -321,13 +374,11 @@ def stop_process(pid: int, name: str, *, sig: int = signal.SIGTERM, timeout: flo
 
 def stop(stack: Stack) -> None:
     """Stop in reverse order: app, PgBouncer, PostgreSQL (fast shutdown, data kept)."""
-    rank = {"pgbouncer": 1, "postgres": 2}  # everything else (the apps) first
-    order = sorted(stack.pids, key=lambda name: rank.get(name, 0))
-    for name in order:
-        sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
-        log(f"stopping {name} (pid {stack.pids[name]})")
-        stop_process(stack.pids[name], name, sig=sig)
-    stack.pids.clear()
+    def rank(name: str) -> int:  # apps first, then PgBouncers, PostgreSQL last
+        return 2 if name == "postgres" else 1 if name.startswith("pgbouncer") else 0
+
+    for name in sorted(stack.pids, key=rank):
+        stack.stop_one(name)
 
 
 def up(state: Path, *, workers: int = 3) -> Stack:

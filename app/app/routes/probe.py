@@ -7,6 +7,7 @@ shows up as a wrong answer. Used by the tests and the benchmark; read-only, no t
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -31,4 +32,4 @@ async def probe(
         f"pg_sleep(CAST(:sleep AS float8)) IS NULL AS slept /* variant {variant} */"
     )
     answer = (await session.execute(statement, {"value": value, "sleep": sleep})).scalar_one()
-    return {"variant": variant, "value": value, "answer": answer}
+    return {"variant": variant, "value": value, "answer": answer, "pid": os.getpid()}

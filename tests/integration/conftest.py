@@ -1,0 +1,160 @@
+"""Integration tier: real PostgreSQL 17 and PgBouncer 1.24 (from the trixie root, started by
+tools/devstack on free 127.0.0.1 ports), the app under real gunicorn + uvicorn workers.
+
+Needs `make dev-deps`; without the trixie root every test here is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from poolwarden import planfile
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools" / "devstack"))
+import devstack  # noqa: E402
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(HERE):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
+    if not (devstack.ROOT / ".poolwarden-rootfs").exists():
+        pytest.skip(f"integration tier needs PostgreSQL 17 + PgBouncer 1.24 in {devstack.ROOT}: "
+                    "run `make dev-deps`")
+    state = tmp_path_factory.mktemp("stack")
+    st = devstack.Stack(state=state, pg_port=devstack.free_port(),
+                        bouncer_port=devstack.free_port(), app_port=devstack.free_port())
+    try:
+        st.start_postgres(max_connections=150)
+        st.start_pgbouncer()
+        yield st
+    finally:
+        devstack.stop(st)
+
+
+@dataclasses.dataclass
+class App:
+    """One gunicorn app server started for a test."""
+
+    name: str
+    url: str
+    workers: int
+    plan_file: Path
+    log_file: Path
+    pid: int
+
+    def write_plan(self, plan: planfile.PoolPlan) -> None:
+        write_atomically(self.plan_file, planfile.render(plan))
+
+    def write_plan_text(self, text: str) -> None:
+        write_atomically(self.plan_file, text)
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def pools(self, *, timeout: float = 30.0) -> dict[int, dict]:
+        """/pool of every worker (asks until each worker pid has answered)."""
+        seen: dict[int, dict] = {}
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.url, timeout=5) as client:
+            while len(seen) < self.workers:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"only workers {sorted(seen)} answered /pool")
+                # A fresh connection each time so the kernel spreads them over the workers.
+                body = client.get("/pool", headers={"Connection": "close"}).json()
+                seen[body["pid"]] = body
+        return seen
+
+    def wait_for_plan(self, generation: int, *, timeout: float = 30.0) -> dict[int, dict]:
+        """Poll until every worker reports `generation`; return their /pool answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pools = self.pools()
+            # Another round to catch workers not yet asked in this pass.
+            if all(p["generation"] == generation for p in pools.values()):
+                return pools
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers still on {pools}; wanted generation {generation}")
+            time.sleep(0.2)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+@pytest.fixture
+def start_app(stack: devstack.Stack, tmp_path: Path) -> Iterator:
+    """Factory: start_app(workers=2, preload=False, via_bouncer=True, plan=None, **env)."""
+    started: list[App] = []
+
+    def start(*, workers: int = 2, preload: bool = False, via_bouncer: bool = True,
+              plan: planfile.PoolPlan | None = None, wsgi: str = "app.main:create_app()",
+              chdir: Path | None = None, **env: str) -> App:
+        port = devstack.free_port()
+        name = f"app-{port}"
+        plan_file = tmp_path / name / "plan.json"
+        plan_file.parent.mkdir(parents=True)
+        if plan is not None:
+            write_atomically(plan_file, planfile.render(plan))
+        env.setdefault("POOLWARDEN_INSTANCE", name)
+        env.setdefault("POOLWARDEN_PLAN_FILE", str(plan_file))
+        proc = stack.start_app(workers=workers, preload=preload, via_bouncer=via_bouncer,
+                               port=port, name=name, wsgi=wsgi, chdir=chdir, **env)
+        app = App(name=name, url=f"http://127.0.0.1:{port}", workers=workers,
+                  plan_file=plan_file, log_file=stack.log_file(name), pid=proc.pid)
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        stack.stop_one(app.name)
+
+
+@pytest.fixture
+def start_bouncer(stack: devstack.Stack) -> Iterator:
+    """Factory: a PgBouncer of its own (own port, config and sizing dir) for one test."""
+    started: list[devstack.Bouncer] = []
+
+    def start(**env: str) -> devstack.Bouncer:
+        port = devstack.free_port()
+        bouncer = stack.start_pgbouncer(name=f"pgbouncer-{port}", port=port, **env)
+        started.append(bouncer)
+        return bouncer
+
+    yield start
+    for bouncer in started:
+        stack.stop_one(bouncer.name)
+
+
+def server_connections(stack: devstack.Stack, *, user: str = devstack.APP_USER) -> int:
+    """Backends of `user` on PostgreSQL right now (psql in the root; fine for polling)."""
+    out = stack.psql(f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}' "
+                     "AND backend_type = 'client backend'")
+    return int(out.strip())
+
+
+def dump_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
