@@ -1,0 +1,54 @@
+"""gunicorn --preload is safe: no pool crosses fork().
+
+The seed article's failure (../shared seed 000): an engine built and used at import, before
+gunicorn forks, leaves every worker sharing the same server connection; one worker closing it
+breaks the others. Replayed here with that anti-pattern (naive/naive_preload_app.py), which
+fails; then the same sequence against the app, which cannot fail that way because each worker
+builds its own engine after fork.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).parent
+
+
+def fetch(url: str, path: str, count: int) -> list[httpx.Response]:
+    with httpx.Client(base_url=url, timeout=10) as client:
+        # Connection: close spreads the requests over the workers.
+        return [client.get(path, headers={"Connection": "close"}) for _ in range(count)]
+
+
+def test_replay_naive_preload_app_fails(start_app):
+    naive = start_app(workers=2, preload=True, via_bouncer=False,
+                      wsgi="naive_preload_app:app", chdir=HERE / "naive")
+    statuses = [r.status_code for r in fetch(naive.url, "/query", 8)]
+    assert any(status >= 500 for status in statuses), statuses
+
+
+def test_preload_app_has_one_pool_per_worker_and_survives_a_worker_closing(start_app, stack):
+    app = start_app(workers=2, preload=True, via_bouncer=False, POOLWARDEN_POOL_SIZE="2")
+    assert all(r.status_code == 200 for r in fetch(app.url, "/probe/1?value=1", 20))
+    workers = set(app.pools())
+    assert len(workers) == 2
+
+    rows = stack.psql(f"SELECT pid, application_name FROM pg_stat_activity "
+                      f"WHERE application_name LIKE '{app.name}/%'")
+    owners = {int(line.split(",")[1].rsplit("/", 1)[1]) for line in rows.splitlines()}
+    assert owners <= workers, "every server connection belongs to one worker"
+    assert app.pid not in owners, "the gunicorn master (where --preload imports) never connects"
+
+    # The seed's sequence: one worker's connections go away ...
+    victim = min(workers)
+    terminated = stack.psql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            f"WHERE application_name = '{app.name}/{victim}'")
+    assert int(terminated) >= 1
+    # ... and every worker keeps answering (the victim reconnects: pre-ping; the other never
+    # shared the connection).
+    responses = fetch(app.url, "/probe/2?value=5", 20)
+    assert [r.status_code for r in responses] == [200] * 20
+    assert {r.json()["pid"] for r in responses} == workers
+    assert {r.json()["answer"] for r in responses} == {5 * 3 + 2}
