@@ -134,7 +134,9 @@ lowered() {  # lowered OLD NEW: true when any server-side limit went down
 apply_sizing() {
   local current=$conf_dir/sizing.ini previous=$conf_dir/sizing.ini.previous
   [ -f "$current" ] && cp -f "$current" "$previous"
-  desired_sizing | write_if_changed "$current" || return 0
+  # A redirection, not a pipe: desired_sizing must run in this shell to remember last_error.
+  desired_sizing >"$conf_dir/sizing.ini.desired"
+  write_if_changed "$current" <"$conf_dir/sizing.ini.desired" || return 0
   log "sizing changed: $(grep -v '^;' "$current" | tr '\n' ' ')"
   if admin RELOAD; then log "RELOAD done"; else log "RELOAD via console failed; sending SIGHUP"; kill -HUP "$pid"; fi
   # RELOAD alone leaves server connections above a lowered limit open while clients keep them
@@ -151,7 +153,8 @@ mkdir -p "$conf_dir"
 umask 077
 render_ini | write_if_changed "$conf_dir/pgbouncer.ini" || true
 render_userlist | write_if_changed "$conf_dir/userlist.txt" || true
-desired_sizing | write_if_changed "$conf_dir/sizing.ini" || true
+desired_sizing >"$conf_dir/sizing.ini.desired"
+write_if_changed "$conf_dir/sizing.ini" <"$conf_dir/sizing.ini.desired" || true
 log "starting $(pgbouncer --version | head -1) on port $listen_port; sizing: $(grep -v '^;' "$conf_dir/sizing.ini" | tr '\n' ' ')"
 
 pgbouncer "$conf_dir/pgbouncer.ini" &
