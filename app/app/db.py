@@ -45,7 +45,8 @@ def url(settings: config.Settings) -> URL:
 
 def application_name(settings: config.Settings) -> str:
     """`<instance>/<pid>`: which pod and which worker a server connection belongs to."""
-    return f"{settings.instance}/{os.getpid()}"[:63]
+    pid = str(os.getpid())
+    return f"{settings.instance[:62 - len(pid)]}/{pid}"  # PostgreSQL keeps 63 bytes
 
 
 def unique_statement_name() -> str:

@@ -87,7 +87,7 @@ def test_reload_under_load_fails_no_request(start_bouncer, start_app):
 
 @pytest.mark.parametrize("reconnect", [True, False], ids=["reconnect", "reload-only"])
 def test_max_db_connections_holds_under_200_clients_and_after_lowering(
-        reconnect, start_bouncer, stack, tmp_path):
+        reconnect, start_bouncer, stack, record_property):
     bouncer = start_bouncer(PGBOUNCER_RECONNECT_ON_LOWER="1" if reconnect else "0")
     bouncer.write_sizing(sizing(10, 10, generation=1))
     wait_until(lambda: show_config(bouncer)["max_db_connections"] == "10", "initial sizing")
@@ -114,8 +114,7 @@ def test_max_db_connections_holds_under_200_clients_and_after_lowering(
         }
 
     figures = asyncio.run(scenario())
-    (tmp_path / "figures.json").write_text(json.dumps(figures))
-    print(f"max_db_connections 10 -> 4, reconnect={reconnect}: {figures}")
+    record_property("figures", json.dumps(figures))  # in --junitxml; docs/data-path.md
     assert figures["error_count"] == 0, figures
     assert 0 < figures["max_before"] <= 10, figures
     if reconnect:
