@@ -9,18 +9,19 @@ Selector labels are a strict subset (name, instance, component) and never carry 
 {{- end }}
 
 {{/*
-The release's base name. Component names append a suffix (at most 11 characters), so the base
-is cut to 52 characters to keep every object name within 63.
+The release's base name, cut to 40 characters: names append suffixes of up to 17 characters
+("-pgbouncer-sizing") and a StatefulSet's name must leave room for its pods' 11-character
+controller-revision-hash suffix within 63 (so "<base>-postgresql" stays within 52).
 */}}
 {{- define "poolwarden.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -54,7 +55,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Per-component names. Suffixes: -app, -pgbouncer, -postgresql, -operator (<= 11 characters).
+Per-component names. Suffixes: -app, -pgbouncer, -postgresql, -operator.
 */}}
 {{- define "poolwarden.app.fullname" -}}
 {{- printf "%s-app" (include "poolwarden.fullname" .) }}
@@ -174,8 +175,14 @@ pins the image.
 Usage: include "poolwarden.image" (dict "image" .Values.app.image "context" $)
 */}}
 {{- define "poolwarden.image" -}}
-{{- $registry := default .image.registry .context.Values.global.imageRegistry }}
-{{- $tag := default .context.Chart.AppVersion (toString .image.tag) }}
+{{- $registry := .image.registry }}
+{{- if .context.Values.global.imageRegistry }}
+{{- $registry = .context.Values.global.imageRegistry }}
+{{- end }}
+{{- $tag := .context.Chart.AppVersion }}
+{{- if .image.tag }}
+{{- $tag = toString .image.tag }}
+{{- end }}
 {{- $ref := .image.repository }}
 {{- if $registry }}
 {{- $ref = printf "%s/%s" $registry .image.repository }}
@@ -240,22 +247,17 @@ imagePullSecrets:
 {{- end }}
 
 {{/*
-The database password: the user's value, else the one already stored in the release's Secret
-(kept across upgrades), else a new random one. Only used when the chart owns the Secret.
+The database password: the user's value, else (chart-run PostgreSQL) the one already stored in
+the release's Secret, kept across upgrades, else a new random one.
 */}}
 {{- define "poolwarden.database.password" -}}
 {{- $given := ternary .Values.postgresql.auth.password .Values.externalDatabase.password .Values.postgresql.enabled }}
 {{- if $given }}
 {{- $given }}
-{{- else }}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "poolwarden.database.secretName" .) }}
-{{- if and $existing $existing.data (index $existing.data "password") }}
-{{- index $existing.data "password" | b64dec }}
 {{- else if .Values.postgresql.enabled }}
-{{- randAlphaNum 32 }}
+{{- include "poolwarden.keptRandom" (dict "context" . "name" (include "poolwarden.database.secretName" .) "key" "password") }}
 {{- else }}
 {{- fail "externalDatabase.password (or externalDatabase.existingSecret) is required when postgresql.enabled=false: the chart cannot invent the password of a database it does not run" }}
-{{- end }}
 {{- end }}
 {{- end }}
 
@@ -268,4 +270,76 @@ capabilities:
   drop: ["ALL"]
 seccompProfile:
   type: RuntimeDefault
+{{- end }}
+
+{{/*
+A generated secret value that survives upgrades: the value already stored under `key` in the
+Secret `name` of the release's namespace, else a new random one.
+Usage: include "poolwarden.keptRandom" (dict "context" $ "name" "x" "key" "y")
+*/}}
+{{- define "poolwarden.keptRandom" -}}
+{{- $existing := lookup "v1" "Secret" .context.Release.Namespace .name }}
+{{- if and $existing $existing.data (index $existing.data .key) }}
+{{- index $existing.data .key | b64dec }}
+{{- else }}
+{{- randAlphaNum 32 }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret with PgBouncer's admin and stats console passwords. */}}
+{{- define "poolwarden.pgbouncer.secretName" -}}
+{{- printf "%s-pgbouncer" (include "poolwarden.fullname" .) }}
+{{- end }}
+
+{{/* The server-side budget: max_connections minus reserved. */}}
+{{- define "poolwarden.budget.total" -}}
+{{- $max := int (include "poolwarden.database.maxConnections" .) }}
+{{- $reserved := int .Values.budget.reserved }}
+{{- if le $max $reserved }}
+{{- fail (printf "budget.reserved (%d) must be below the database's max_connections (%d): lower budget.reserved or raise postgresql.maxConnections / externalDatabase.maxConnections" $reserved $max) }}
+{{- end }}
+{{- sub $max $reserved }}
+{{- end }}
+
+{{/*
+PgBouncer's sizing before the operator's first sizing.ini: each replica (plus one surge pod of
+a rollout) gets an equal slice of the budget, so the database stays within its budget even
+with the operator down.
+*/}}
+{{- define "poolwarden.pgbouncer.fallbackMaxDbConnections" -}}
+{{- $slice := div (int (include "poolwarden.budget.total" .)) (add (int .Values.pgbouncer.replicaCount) 1) }}
+{{- max 1 $slice }}
+{{- end }}
+
+{{/* PgBouncer's static settings: the entrypoint renders pgbouncer.ini from them (pgbouncer/README.md). */}}
+{{- define "poolwarden.pgbouncer.staticEnv" -}}
+- name: PGBOUNCER_DB_HOST
+  value: {{ include "poolwarden.database.host" . | quote }}
+- name: PGBOUNCER_DB_PORT
+  value: {{ include "poolwarden.database.port" . | quote }}
+- name: PGBOUNCER_DB_NAME
+  value: {{ include "poolwarden.database.name" . | quote }}
+- name: PGBOUNCER_DB_USER
+  value: {{ include "poolwarden.database.user" . | quote }}
+- name: PGBOUNCER_LISTEN_PORT
+  value: {{ .Values.pgbouncer.port | quote }}
+- name: PGBOUNCER_SIZING_DIR
+  value: /etc/pgbouncer/sizing
+- name: PGBOUNCER_CONF_DIR
+  value: /var/lib/pgbouncer
+- name: PGBOUNCER_SHUTDOWN_DELAY
+  value: {{ .Values.pgbouncer.shutdownDelaySeconds | quote }}
+{{- end }}
+
+{{/* The DNS egress rule shared by the NetworkPolicies (one list item). */}}
+{{- define "poolwarden.networkPolicy.dnsEgress" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+  {{- with .Values.networkPolicy.dnsTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end }}
