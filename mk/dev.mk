@@ -19,3 +19,23 @@ dev-down: ## Stop the local stack started by `make dev` (its data stays in .stat
 .PHONY: integration
 integration: dev-deps ## Run the integration tests (real PostgreSQL 17 + PgBouncer 1.24, the app under gunicorn).
 	$(VENV)/bin/pytest tests/integration
+
+##@ Data-path images (built by `make images`)
+# Python packages baked into the app image (Python 3.13 of debian:trixie-slim), pinned to the
+# versions the tests run with.
+APP_WHEELS   ?= $(PROJECT_DIR)/.cache/wheels/app
+APP_PIP_PINS := fastapi==0.165.0 gunicorn==27.0.1 uvicorn==0.54.0 uvicorn-worker==0.4.0 \
+                sqlalchemy[asyncio]==2.1.9 asyncpg==0.32.0 pydantic-settings==2.16.3 \
+                prometheus-client==0.26.0 watchfiles==1.3.0
+
+.PHONY: app-wheels
+app-wheels: $(APP_WHEELS)/.complete ## Download the app image's wheels (Python 3.13, manylinux) into .cache/wheels/app.
+$(APP_WHEELS)/.complete: mk/dev.mk
+	@echo ">> app-wheels: $(APP_PIP_PINS) -> $(APP_WHEELS)"
+	@mkdir -p $(APP_WHEELS)
+	$(VENV)/bin/pip download --quiet --only-binary=:all: --python-version 3.13 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  --platform any --dest $(APP_WHEELS) $(APP_PIP_PINS)
+	@touch $@
+
+images: app-wheels
