@@ -417,6 +417,7 @@ def test_postgresql_statefulset_defaults_official_image_persistence_and_scram(de
     assert claim["metadata"]["name"] == "data"
     assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
     assert "data" not in {v["name"] for v in spec["volumes"]}
+    assert pg["args"][0] == "postgres"  # portable across the official image and the stand-in
     assert "max_connections=100" in pg["args"]
     assert "password_encryption=scram-sha-256" in pg["args"]
     env = env_of(pg)
