@@ -18,6 +18,7 @@ Python standard library only.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import signal
@@ -87,6 +88,9 @@ class ControlPlane:
     root: Path
     tools_bin: Path = TOOLS_BIN
     trixie_root: Path = TRIXIE_ROOT
+    # True for test fixtures: the processes get SIGTERM when the Python process that started
+    # them dies without a teardown (killed by a timeout, say). False for `up`, which outlives us.
+    die_with_parent: bool = False
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
@@ -197,6 +201,7 @@ class ControlPlane:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=self.root,
+            preexec_fn=_terminate_with_parent if self.die_with_parent else None,
         )
         log.close()
         self._procs[name] = proc
@@ -411,6 +416,15 @@ class ControlPlane:
         )
         path.chmod(0o600)
         return path
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before any fork
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: ask the kernel for SIGTERM when the parent thread dies."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def pid_alive(pid: int) -> bool:

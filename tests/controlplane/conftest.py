@@ -54,7 +54,7 @@ def control_plane(tmp_path_factory):
             "the control-plane tier needs real Kubernetes binaries:\n  " + "\n  ".join(problems),
             pytrace=False,
         )
-    cp = controlplane.ControlPlane(tmp_path_factory.mktemp("controlplane"))
+    cp = controlplane.ControlPlane(tmp_path_factory.mktemp("controlplane"), die_with_parent=True)
     try:
         cp.start()
     except controlplane.ControlPlaneError as exc:
