@@ -108,7 +108,7 @@ def start_app(stack: devstack.Stack, tmp_path: Path) -> Iterator:
 
     def start(*, workers: int = 2, preload: bool = False, via_bouncer: bool = True,
               plan: planfile.PoolPlan | None = None, wsgi: str = "app.main:create_app()",
-              chdir: Path | None = None, **env: str) -> App:
+              chdir: Path | None = None, wait_ready: bool = True, **env: str) -> App:
         port = devstack.free_port()
         name = f"app-{port}"
         plan_file = tmp_path / name / "plan.json"
@@ -118,7 +118,8 @@ def start_app(stack: devstack.Stack, tmp_path: Path) -> Iterator:
         env.setdefault("POOLWARDEN_INSTANCE", name)
         env.setdefault("POOLWARDEN_PLAN_FILE", str(plan_file))
         proc = stack.start_app(workers=workers, preload=preload, via_bouncer=via_bouncer,
-                               port=port, name=name, wsgi=wsgi, chdir=chdir, **env)
+                               port=port, name=name, wsgi=wsgi, chdir=chdir,
+                               wait_ready=wait_ready, **env)
         app = App(name=name, url=f"http://127.0.0.1:{port}", workers=workers,
                   plan_file=plan_file, log_file=stack.log_file(name), pid=proc.pid)
         started.append(app)

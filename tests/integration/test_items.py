@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 import httpx
 
@@ -56,3 +58,48 @@ def test_server_settings_pass_through_pgbouncer(stack):
     assert name == db.application_name(settings)
     assert name.startswith("pod-a/")
     assert jit == "off"
+
+
+def test_database_down_means_503_with_retry_after_and_alive(start_app):
+    import devstack
+
+    closed_port = devstack.free_port()  # nothing listens here
+    app = start_app(workers=1, wait_ready=False, POOLWARDEN_DB_PORT=str(closed_port),
+                    POOLWARDEN_CREATE_SCHEMA="false", POOLWARDEN_CONNECT_TIMEOUT="1")
+    with httpx.Client(base_url=app.url, timeout=30) as client:
+        wait = time.monotonic() + 60
+        while client.get("/healthz").status_code != 200:  # the worker is still starting
+            assert time.monotonic() < wait
+            time.sleep(0.2)
+        assert client.get("/healthz").json() == {"status": "ok"}  # liveness: no database
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "Retry-After" in ready.headers
+        items = client.get("/items")
+        assert items.status_code == 503
+        assert items.headers["Retry-After"] == "1"
+
+
+def test_slow_queries_are_logged_with_their_duration(start_app):
+    app = start_app(workers=1, POOLWARDEN_SLOW_QUERY_SECONDS="0.2")
+    with httpx.Client(base_url=app.url, timeout=30) as client:
+        assert client.get("/probe/3", params={"value": 1, "sleep": 0.4}).status_code == 200
+        assert client.get("/probe/4", params={"value": 1}).status_code == 200
+    deadline = time.monotonic() + 10
+    while "slow query" not in app.log_text():
+        assert time.monotonic() < deadline, app.log_text()[-2000:]
+        time.sleep(0.1)
+    slow = [line for line in app.log_text().splitlines() if "slow query" in line]
+    assert len(slow) == 1, slow  # the fast one is not logged
+    seconds = float(slow[0].split("slow query: ")[1].split("s ")[0])
+    assert seconds >= 0.4
+    assert "variant 3" in slow[0]
+
+
+def test_metrics_cover_every_worker(start_app):
+    app = start_app(workers=2)
+    pids = set(app.pools())
+    text = httpx.get(f"{app.url}/metrics").text
+    for pid in pids:
+        assert f'poolwarden_pool_size{{pid="{pid}"}} 5.0' in text
+    assert "poolwarden_pool_checkout_wait_seconds_bucket" in text
+    assert 'poolwarden_db_errors_total{kind="pool_timeout"}' in text
