@@ -23,12 +23,14 @@ BUDGETS = (names.GROUP, names.VERSION, names.PLURAL)
 async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.settings = config.Settings.from_env()
     settings.posting.level = logging.WARNING
+    # One namespace, resources known up front: no cluster-wide CRD/namespace scanning, so the
+    # operator needs no ClusterRole at all.
+    settings.scanning.disabled = True
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=names.GROUP, key="last-handled-configuration"
     )
     settings.watching.server_timeout = 300
-    settings.batching.batch_window = 0.05
     memo.kube = kube.Kube.connect(os.environ.get("POD_NAME") or socket.gethostname())
 
     async def work(key: Any) -> None:

@@ -36,6 +36,7 @@ MEASUREMENTS = PROJECT_DIR / ".state" / "measurements"
 GROUP, VERSION, PLURAL = "poolwarden.io", "v1alpha1", "connectionbudgets"
 MERGE = "application/merge-patch+json"
 DEFAULT_WAIT = 60.0
+DEFAULT_CONSUMERS = [{"name": "app", "deployment": "app", "workersPerPod": 2}]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -112,8 +113,7 @@ class Cluster:
             "spec": {
                 "database": {"maxConnections": max_connections, "reserved": reserved},
                 "pgbouncer": {"deployment": "pgbouncer", **pgbouncer},
-                "consumers": consumers
-                or [{"name": "app", "deployment": "app", "workersPerPod": 2}],
+                "consumers": DEFAULT_CONSUMERS if consumers is None else consumers,
             },
         }
         return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
@@ -416,10 +416,14 @@ def test_unchanged_plan_is_never_rewritten(cluster, run_operator):
         "the plan for 4 replicas",
         lambda: cluster.plan().pool_size == expected_pool(4).consumers[0].pool_size,
     )
-    generations = sorted(
-        {int(e["message"].split()[2].rstrip(":")) for e in cluster.events("PlanUpdated")}
-    )
-    assert generations == [1, 2], generations
+
+    def generations():
+        return sorted(
+            {int(e["message"].split()[2].rstrip(":")) for e in cluster.events("PlanUpdated")}
+        )
+
+    wait_for("the Event of plan generation 2", lambda: 2 in generations())
+    assert generations() == [1, 2], generations()
     assert cluster.configmap_text("budget-app-plan", planfile.FILE_NAME)[1] != version
 
 
@@ -521,7 +525,8 @@ def test_invalid_budgets_are_rejected_by_the_api_server(cluster):
         with pytest.raises(ApiException) as info:
             cluster.make_budget(**kwargs)
         assert info.value.status == 422, info.value.body
-        assert message in info.value.body, (kwargs, info.value.body)
+        said = json.loads(info.value.body)["message"]
+        assert message in said, (kwargs, said)
 
 
 def test_killed_operator_converges_after_restart(cluster, run_operator):
