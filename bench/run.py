@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -88,11 +89,15 @@ def summarize(per_setup: dict[str, dict], seconds_total: float) -> dict[str, dic
     return results
 
 
-def write_markdown(results: dict[str, dict], args: argparse.Namespace) -> str:
+def write_markdown(results: dict[str, dict], args: argparse.Namespace,
+                   load: tuple[float, float]) -> str:
     lines = [
         f"Each setup: {args.workers} gunicorn workers, pool_size 5 per worker (not NullPool), "
         f"{args.concurrency} concurrent HTTP clients, {args.rounds} interleaved rounds of "
-        f"{args.seconds:.0f} s; request = one read-only transaction (`/probe`).",
+        f"{args.seconds:.0f} s; request = one read-only transaction (`/probe`). "
+        f"Load average {load[0]:.1f} at the start, {load[1]:.1f} at the end, on "
+        f"{os.cpu_count()} CPUs shared with the load generator: compare the ratios, not the "
+        "absolute figures.",
         "",
         "| setup | req/s | p50 ms | p99 ms | req/s vs (a) | p50 vs (a) | p99 vs (a) | failed |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -142,6 +147,7 @@ def main() -> int:
     stack = devstack.Stack(state=state, pg_port=devstack.free_port(),
                            bouncer_port=devstack.free_port(), app_port=devstack.free_port())
     per_setup = {key: {"ok": 0, "failed": 0, "latencies": []} for key in SETUPS}
+    load_start = os.getloadavg()[0]
     try:
         stack.start_postgres(max_connections=100)
         stack.start_pgbouncer(PGBOUNCER_DEFAULT_POOL_SIZE="10",
@@ -154,7 +160,7 @@ def main() -> int:
                             POOLWARDEN_POOL_TIMEOUT="30", POOLWARDEN_SLOW_QUERY_SECONDS="0",
                             **env, **kwargs)
             urls[key] = f"http://127.0.0.1:{port}"
-        for key, url in urls.items():  # warm-up: pools filled, code paths loaded
+        for url in urls.values():  # warm-up: pools filled, code paths loaded
             asyncio.run(measure(url, seconds=1.0, concurrency=args.concurrency))
         for round_number in range(args.rounds):
             for key, url in urls.items():
@@ -168,7 +174,7 @@ def main() -> int:
         devstack.stop(stack)
 
     results = summarize(per_setup, args.seconds * args.rounds)
-    markdown = write_markdown(results, args)
+    markdown = write_markdown(results, args, (load_start, os.getloadavg()[0]))
     (OUT / "results.md").write_text(markdown)
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_plot(results, OUT / "results.png")
