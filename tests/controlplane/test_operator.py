@@ -314,7 +314,8 @@ def run_operator(cluster, operator_account, tmp_path):
         op.stop()
     text = log.read_text() if log.exists() else ""
     sys.stderr.write(f"--- operator log (tail) ---\n{text[-5000:]}\n")  # shown on failure only
-    forbidden = [line for line in text.splitlines() if "Forbidden" in line or "403" in line]
+    # kopf logs APIForbiddenError, the client "(403) Reason: Forbidden": both say Forbidden.
+    forbidden = [line for line in text.splitlines() if "Forbidden" in line]
     assert not forbidden, "the operator hit RBAC denials:\n" + "\n".join(forbidden[:10])
     tracebacks = [line for line in text.splitlines() if "Traceback" in line]
     assert not tracebacks, f"the operator logged errors:\n{text[-5000:]}"
@@ -354,7 +355,7 @@ def test_scale_2_8_1_rewrites_plans_status_and_events(cluster, run_operator):
         assert plan.budget == f"{cluster.ns}/budget" and plan.consumer == "app"
         assert plan.max_overflow == 0 and not plan.overcommitted
 
-        sizing = cluster.sizing()
+        sizing = wait_for("the PgBouncer sizing include", cluster.sizing)
         assert sizing.max_db_connections == want.pgbouncer.max_db_connections
         # The database can never be over budget: PgBouncer pods x max_db_connections <= 90.
         assert (1 + 1) * sizing.max_db_connections <= 90
