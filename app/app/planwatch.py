@@ -69,22 +69,25 @@ class PlanWatcher:
             self._last_problem = message
 
     async def run(self, pools: pool.Pools, stop: asyncio.Event) -> None:
-        """Apply plan changes until `stop` is set."""
+        """Apply plan changes until `stop` is set; a failing watch restarts after a pause."""
         directory = self.path.parent
         while not stop.is_set():
-            if not directory.is_dir():
-                self._problem(f"plan directory {directory} does not exist")
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=2.0)
-                except TimeoutError:
-                    continue
-                return
-            await self._apply(pools)  # catch up on anything written before the watch started
-            async for _changes in watchfiles.awatch(directory, stop_event=stop,
-                                                   force_polling=self.poll, poll_delay_ms=500,
-                                                   debounce=200, step=50,
-                                                   ignore_permission_denied=True):
-                await self._apply(pools)
+            try:
+                if directory.is_dir():
+                    await self._apply(pools)  # catch up on anything written before the watch
+                    async for _changes in watchfiles.awatch(
+                            directory, stop_event=stop, force_polling=self.poll,
+                            poll_delay_ms=500, debounce=200, step=50,
+                            ignore_permission_denied=True):
+                        await self._apply(pools)
+                else:
+                    self._problem(f"plan directory {directory} does not exist")
+            except Exception as exc:  # noqa: BLE001  (the watch must outlive any one failure)
+                self._problem(f"watching {directory} failed: {type(exc).__name__}: {exc}")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=2.0)
+            except TimeoutError:
+                pass
 
     async def _apply(self, pools: pool.Pools) -> None:
         plan = self.read()
