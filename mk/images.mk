@@ -1,0 +1,26 @@
+##@ Project images (tag = project version; all FROM debian:trixie-slim)
+
+# image name = Dockerfile (build context: the repository root). Images whose Dockerfile does
+# not exist yet are skipped with a message.
+PROJECT_IMAGES := poolwarden/app:$(VERSION)=app/Dockerfile \
+                  poolwarden/pgbouncer:$(VERSION)=pgbouncer/Dockerfile \
+                  poolwarden/operator:$(VERSION)=operator/Dockerfile \
+                  poolwarden/postgres:17=postgres/Dockerfile
+
+.PHONY: images
+images: base-image ## Build the project's images (app, pgbouncer, operator, postgres).
+	@set -e; for pair in $(PROJECT_IMAGES); do \
+	  image=$${pair%%=*}; dockerfile=$${pair#*=}; \
+	  if [ ! -f "$(PROJECT_DIR)/$$dockerfile" ]; then echo ">> images: skipping $$image ($$dockerfile not found)"; continue; fi; \
+	  echo ">> images: building $$image from $$dockerfile"; \
+	  DOCKER_BUILDKIT=0 docker build -q -f "$(PROJECT_DIR)/$$dockerfile" -t "$$image" "$(PROJECT_DIR)" >/dev/null; \
+	done
+
+.PHONY: load
+load: images kind-up ## Load the project's images into the kind cluster KIND_CLUSTER.
+	@set -e; for pair in $(PROJECT_IMAGES); do \
+	  image=$${pair%%=*}; \
+	  if ! docker image inspect "$$image" >/dev/null 2>&1; then echo ">> load: skipping $$image (not built)"; continue; fi; \
+	  echo ">> load: $$image into kind cluster $(KIND_CLUSTER)"; \
+	  kind load docker-image --name "$(KIND_CLUSTER)" "$$image"; \
+	done
