@@ -19,6 +19,7 @@ class LoadResult:
     errors: list[str] = dataclasses.field(default_factory=list)
     pids: set[int] = dataclasses.field(default_factory=set)
     latencies: list[float] = dataclasses.field(default_factory=list)
+    finished: list[float] = dataclasses.field(default_factory=list)  # time.monotonic()
 
     @property
     def total(self) -> int:
@@ -36,10 +37,11 @@ def expected_answer(variant: int, value: int) -> int:
 
 async def probe_load(base_url: str, *, tasks: int, requests_per_task: int | None = None,
                      stop: asyncio.Event | None = None, sleep: float = 0.0,
-                     max_seconds: float = 120.0) -> LoadResult:
+                     max_seconds: float = 120.0, result: LoadResult | None = None
+                     ) -> LoadResult:
     """`tasks` concurrent loops, each with its own statement (variant); bounded by count,
     by `stop`, and always by `max_seconds`."""
-    result = LoadResult()
+    result = result if result is not None else LoadResult()  # pass one to watch progress
     deadline = time.monotonic() + max_seconds
     limits = httpx.Limits(max_connections=tasks, max_keepalive_connections=tasks)
     async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
@@ -64,6 +66,7 @@ async def probe_load(base_url: str, *, tasks: int, requests_per_task: int | None
                     result.errors.append(f"{type(exc).__name__}: {exc}")
                     continue
                 result.latencies.append(time.perf_counter() - started)
+                result.finished.append(time.monotonic())
                 result.statuses[response.status_code] += 1
                 if response.status_code != 200:
                     result.failed += 1
