@@ -170,8 +170,8 @@ def expected_pool(replicas, workers=2, max_connections=100, reserved=10, bouncer
 class Operator:
     """The operator as a subprocess with its ServiceAccount's kubeconfig."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
-        self.kubeconfig, self.namespace, self.log = kubeconfig, namespace, log
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path, drift: float) -> None:
+        self.kubeconfig, self.namespace, self.log, self.drift = kubeconfig, namespace, log, drift
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -182,8 +182,8 @@ class Operator:
             POOLWARDEN_NAMESPACE=self.namespace,
             POOLWARDEN_LIVENESS_HOST="127.0.0.1",
             POOLWARDEN_LIVENESS_PORT=str(self.port),
-            # Long enough that every test proves the event path, not the drift check.
-            POOLWARDEN_DRIFT_INTERVAL="600",
+            # Long by default, so that tests prove the event path and not the drift check.
+            POOLWARDEN_DRIFT_INTERVAL=str(self.drift),
             PYTHONWARNINGS="default",
         )
         out = self.log.open("ab")
@@ -304,8 +304,8 @@ def run_operator(cluster, operator_account, tmp_path):
     started: list[Operator] = []
     log = tmp_path / "operator.log"
 
-    def start() -> Operator:
-        op = Operator(operator_account, cluster.ns, log).start()
+    def start(drift: float = 600) -> Operator:
+        op = Operator(operator_account, cluster.ns, log, drift).start()
         started.append(op)
         return op
 
@@ -336,7 +336,7 @@ def test_scale_2_8_1_rewrites_plans_status_and_events(cluster, run_operator):
     op = run_operator()
     assert op.alive()
 
-    delays = []
+    delays, annotated = [], []
     last_generation = 0
     for replicas in (2, 8, 1):
         want = expected_pool(replicas)
@@ -391,11 +391,19 @@ def test_scale_2_8_1_rewrites_plans_status_and_events(cluster, run_operator):
             and all(x["metadata"].get("annotations", {}).get("poolwarden.io/plan-generation")
                     == str(p.generation) for x in pods),
         )  # fmt: skip
+        if replicas != 2:
+            annotated.append(time.monotonic() - started)
 
     # More replicas never raise a pod's share; fewer give it back.
     shares = [expected_pool(n).consumers[0].pool_size for n in (2, 8, 1)]
     assert shares[1] < shares[0] < shares[2]
-    record("operator-scale-delay", {"scale_to_configmap_seconds": delays})
+    record(
+        "operator-scale-delay",
+        {
+            "scale_to_configmap_seconds": delays,
+            "scale_to_pods_annotated_seconds_upper_bound": annotated,
+        },
+    )
     sys.stderr.write(f"\nscale -> plan ConfigMap written: {[round(d, 3) for d in delays]} s\n")
 
 
@@ -490,6 +498,45 @@ def test_rollout_reload_mode_puts_the_pool_into_the_pod_template(cluster, run_op
         "app", cluster.ns
     ).spec.template.metadata.annotations
     assert not (app_template or {}).get("poolwarden.io/pool-size")
+
+
+def test_pgbouncer_scale_resizes_and_drift_repairs_hand_edits(cluster, run_operator):
+    cluster.make_deployment("pgbouncer", 1, strategy={"type": "Recreate"})
+    cluster.make_deployment("app", 2)
+    cluster.make_budget()
+    run_operator(drift=1)
+    wait_for("sizing for one PgBouncer", lambda: cluster.sizing().max_db_connections == 90)
+    cluster.scale("pgbouncer", 3)
+    sizing = wait_for(
+        "sizing for three PgBouncers",
+        lambda: (z := cluster.sizing()).max_db_connections == 30 and z,
+    )
+    assert 3 * sizing.max_db_connections <= 90
+    wait_for(
+        "the plan-generation annotation on every PgBouncer pod",
+        lambda: (pods := cluster.pods("app=pgbouncer")) and len(pods) == 3 and all(
+            "poolwarden.io/plan-generation" in (p["metadata"].get("annotations") or {})
+            for p in pods),
+    )  # fmt: skip
+    before = cluster.configmap_text("budget-app-plan", planfile.FILE_NAME)[0]
+    cluster.core.delete_namespaced_config_map("budget-app-plan", cluster.ns)
+    sizing_text = cluster.configmap_text("budget-pgbouncer-sizing", pgbouncer_ini.FILE_NAME)[0]
+    hand_edit = {"data": {pgbouncer_ini.FILE_NAME: "max_db_connections = 999\n"}}
+    cluster.core.patch_namespaced_config_map(
+        "budget-pgbouncer-sizing", cluster.ns, hand_edit, _content_type=MERGE
+    )
+    wait_for(
+        "the drift check to recreate the plan",
+        lambda: cluster.configmap_text("budget-app-plan", "plan.json")[0],
+    )
+    assert cluster.configmap_text("budget-app-plan", planfile.FILE_NAME)[0] == before
+    wait_for(
+        "the drift check to repair the sizing",
+        lambda: (
+            cluster.configmap_text("budget-pgbouncer-sizing", pgbouncer_ini.FILE_NAME)[0]
+            == sizing_text
+        ),
+    )
 
 
 def test_invalid_budgets_are_rejected_by_the_api_server(cluster):
