@@ -253,7 +253,9 @@ def test_install_upgrade_uninstall(k, control_plane):
     k.kubectl("delete", "namespace", ns, "--wait=false")
 
 
-def test_operator_serviceaccount_made_by_the_chart_can_read_its_budget(k, control_plane):
+def test_operator_serviceaccount_made_by_the_chart_can_read_its_budget_and_no_secret(
+    k, control_plane
+):
     if not (CHART / "templates" / "operator-rbac.yaml").exists():
         pytest.fail(
             "charts/poolwarden/templates/operator-rbac.yaml is missing: the operator has no RBAC"
@@ -290,5 +292,19 @@ def test_operator_serviceaccount_made_by_the_chart_can_read_its_budget(k, contro
         [str(KUBECTL), f"--kubeconfig={sa_kubeconfig}", "get", "secret", f"{full}-db", "-n", ns]
     )
     assert proc.returncode != 0 and "forbidden" in proc.stderr.lower(), proc.stdout + proc.stderr
+
+    # without the HPA, the chart owns the scale: helm upgrade puts app.replicaCount back
+    # (the contrast to the HPA case above; docs/chart.md says so)
+    k.kubectl("scale", "deployment", f"{full}-app", "-n", ns, "--replicas=3")
+    k.helm(
+        "upgrade",
+        "pw",
+        str(CHART),
+        "-n",
+        ns,
+        "-f",
+        str(CHART / "ci" / "no-persistence-values.yaml"),
+    )
+    assert k.get("deployment", f"{full}-app", ns)["spec"]["replicas"] == 2
     k.helm("uninstall", "pw", "-n", ns)
     k.kubectl("delete", "namespace", ns, "--wait=false")
