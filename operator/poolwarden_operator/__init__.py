@@ -1,7 +1,8 @@
 """poolwarden's kopf operator: keeps every pool of a ConnectionBudget sized on every scale event.
 
 Modules: ``handlers`` (kopf registrations only), ``reconcile`` (one pass for one budget),
-``desired`` (pure: planner inputs from objects, ConfigMaps and status from a plan), ``kube``
+``desired`` (pure: planner inputs from objects, plan files from a plan), ``status`` (pure:
+conditions, status and Event text), ``drift`` (the periodic drift check), ``kube``
 (every Kubernetes API call), ``coalesce`` (per-budget serialization), ``names`` (every name,
 label and key), ``config`` (settings from the environment), ``__main__`` (the entry point).
 """

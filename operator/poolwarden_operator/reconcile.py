@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from poolwarden import planner
-from poolwarden_operator import desired, kube, names
+from poolwarden_operator import desired, kube, names, status
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,11 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
         if item["name"] in rollout and deployment is not None:
             await _set_template(client, namespace, deployment, plan.consumer(item["name"]))
 
-    status = desired.status(spec, generation, observed, plan, files, previous, _now())
-    if _differs(status, previous):
-        await client.patch_budget_status(namespace, name, status)
+    new_status = status.applied(spec, generation, observed, plan, files, previous, _now())
+    if _differs(new_status, previous):
+        await client.patch_budget_status(namespace, name, new_status)
     if generation != previous.get("planGeneration"):
-        kind, reason, message = desired.plan_event(plan, generation)
+        kind, reason, message = status.plan_event(plan, generation)
         await client.post_event(budget, kind, reason, message)
         log.info("budget %s/%s: %s", namespace, name, message)
 
@@ -131,20 +131,20 @@ async def _invalid(
     previous: dict[str, Any],
 ) -> None:
     meta = budget["metadata"]
-    status = desired.invalid_status(error, reason, observed, previous, _now())
+    new_status = status.invalid(error, reason, observed, previous, _now())
     was = {c["type"]: c for c in previous.get("conditions") or []}.get("Ready") or {}
-    if _differs(status, previous):
-        await client.patch_budget_status(meta["namespace"], meta["name"], status)
+    if _differs(new_status, previous):
+        await client.patch_budget_status(meta["namespace"], meta["name"], new_status)
     if was.get("message") != str(error):
         await client.post_event(budget, "Warning", reason, str(error))
     log.warning("budget %s/%s cannot be planned: %s", meta["namespace"], meta["name"], error)
 
 
-def _differs(status: dict[str, Any], previous: dict[str, Any]) -> bool:
+def _differs(new: dict[str, Any], previous: dict[str, Any]) -> bool:
     def strip(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conditions]
 
-    for key, value in status.items():
+    for key, value in new.items():
         if key == "conditions":
             if strip(value) != strip(previous.get("conditions") or []):
                 return True

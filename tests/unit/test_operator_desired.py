@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from poolwarden_operator import desired, kube
+from poolwarden_operator import desired, kube, status
 
 from poolwarden import pgbouncer_ini, planfile, planner
 
@@ -76,13 +76,13 @@ def test_files_are_valid_contract_files_with_default_and_custom_names():
 def test_only_changed_files_get_a_new_generation():
     plan = make_plan()
     generation, files = desired.files("prod", "budget", SPEC, plan, {})
-    status = desired.status(SPEC, generation, 1, plan, files, {}, "2026-01-01T00:00:00Z")
+    applied = status.applied(SPEC, generation, 1, plan, files, {}, "2026-01-01T00:00:00Z")
     # Same input again: same generation, byte-identical files.
-    again_generation, again = desired.files("prod", "budget", SPEC, plan, status)
+    again_generation, again = desired.files("prod", "budget", SPEC, plan, applied)
     assert again_generation == generation and again == files
     # Scaling web up shrinks both shares: new files and generation, but PgBouncer's bytes stay.
     scaled = make_plan(web=8)
-    new_generation, new_files = desired.files("prod", "budget", SPEC, scaled, status)
+    new_generation, new_files = desired.files("prod", "budget", SPEC, scaled, applied)
     assert new_generation == generation + 1
     old = {f.configmap: f for f in files}
     new = {f.configmap: f for f in new_files}
@@ -94,12 +94,12 @@ def test_only_changed_files_get_a_new_generation():
 def test_status_conditions_keep_their_transition_time():
     plan = make_plan()
     generation, files = desired.files("prod", "budget", SPEC, plan, {})
-    first = desired.status(SPEC, generation, 1, plan, files, {}, "T1")
-    second = desired.status(SPEC, generation, 2, plan, files, first, "T2")
+    first = status.applied(SPEC, generation, 1, plan, files, {}, "T1")
+    second = status.applied(SPEC, generation, 2, plan, files, first, "T2")
     assert [c["lastTransitionTime"] for c in second["conditions"]] == ["T1", "T1"]
     assert second["observedGeneration"] == 2
     assert second["poolPerWorker"] == first["poolPerWorker"]
-    invalid = desired.invalid_status(ValueError("nope"), "InvalidBudget", 3, second, "T3")
+    invalid = status.invalid(ValueError("nope"), "InvalidBudget", 3, second, "T3")
     ready = {c["type"]: c for c in invalid["conditions"]}["Ready"]
     assert (ready["status"], ready["reason"], ready["lastTransitionTime"]) == (
         "False",
@@ -111,13 +111,13 @@ def test_status_conditions_keep_their_transition_time():
 def test_overcommitted_plan_event_is_a_warning_saying_what_to_change():
     spec = {**SPEC, "database": {"maxConnections": 12, "reserved": 2}}
     plan = make_plan(spec, web=5, worker=1)
-    kind, reason, message = desired.plan_event(plan, 7)
+    kind, reason, message = status.plan_event(plan, 7)
     assert (kind, reason) == ("Warning", "Overcommitted")
     assert (
         f"raise spec.database.maxConnections to at least {planner.needed_max_connections(plan)}"
         in message
     )
-    kind, reason, message = desired.plan_event(make_plan(), 8)
+    kind, reason, message = status.plan_event(make_plan(), 8)
     assert (kind, reason) == ("Normal", "PlanUpdated")
     assert message.startswith("plan generation 8: web pool_size")
 
