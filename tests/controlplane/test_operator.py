@@ -14,6 +14,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -397,10 +398,23 @@ def test_scale_2_8_1_rewrites_plans_status_and_events(cluster, run_operator):
     # More replicas never raise a pod's share; fewer give it back.
     shares = [expected_pool(n).consumers[0].pool_size for n in (2, 8, 1)]
     assert shares[1] < shares[0] < shares[2]
+    # More samples of the scale -> ConfigMap delay (reported, never asserted against a clock).
+    for replicas in (3, 5, 3, 5, 3, 5, 3, 5):
+        pool = expected_pool(replicas).consumers[0].pool_size
+        started = time.monotonic()
+        cluster.scale("app", replicas)
+        wait_for(
+            f"plan.json for {replicas} replicas",
+            lambda p=pool: cluster.plan().pool_size == p,
+            interval=0.01,
+        )
+        delays.append(time.monotonic() - started)
     record(
         "operator-scale-delay",
         {
             "scale_to_configmap_seconds": delays,
+            "median": statistics.median(delays),
+            "max": max(delays),
             "scale_to_pods_annotated_seconds_upper_bound": annotated,
         },
     )
