@@ -24,7 +24,11 @@ die() { echo "kind: $*" >&2; exit 1; }
 
 command -v kind >/dev/null || die "kind not found; run 'make tools'"
 
-exists() { kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; }
+exists() {
+  local clusters
+  clusters=$(kind get clusters 2>/dev/null)
+  grep -qx "$KIND_CLUSTER" <<<"$clusters"
+}
 
 registry_answers() {
   # Any HTTP answer from Docker Hub's registry endpoint (401 included) means images can be pulled.
@@ -66,6 +70,11 @@ case "${1:-}" in
     start=$SECONDS
     kind create cluster --name "$KIND_CLUSTER" --config "$KIND_CONFIG" "${image_args[@]}" \
       --kubeconfig "$KIND_KUBECONFIG" --wait "$KIND_WAIT"
+    # kind waits for the control plane only; the cluster is up when every node is Ready and
+    # cluster DNS answers.
+    log "waiting for every node to be Ready and for CoreDNS"
+    kubectl --kubeconfig "$KIND_KUBECONFIG" wait --for=condition=Ready nodes --all --timeout=240s
+    kubectl --kubeconfig "$KIND_KUBECONFIG" -n kube-system rollout status deployment/coredns --timeout=240s
     log "cluster $KIND_CLUSTER ready in $((SECONDS - start)) s"
     kubectl --kubeconfig "$KIND_KUBECONFIG" get nodes -o wide
     ;;

@@ -7,6 +7,7 @@ bound through the default StorageClass keeps its data when its pod is deleted.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -54,15 +55,24 @@ def _ready_nodes(cluster: Cluster) -> list[str]:
 
 
 def test_nodes_ready_and_system_pods_running(cluster: Cluster) -> None:
+    # A cluster that was just created may still be joining a node: wait, bounded.
+    cluster.kubectl(
+        "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s", timeout=200
+    )
     nodes = cluster.get_json("nodes")["items"]
     assert _ready_nodes(cluster) == sorted(n["metadata"]["name"] for n in nodes)
-    pods = cluster.get_json("pods", "-n", "kube-system")["items"]
-    not_running = [
-        p["metadata"]["name"]
-        for p in pods
-        if p["status"].get("phase") not in ("Running", "Succeeded")
-    ]
-    assert not not_running, f"kube-system pods not running: {not_running}"
+    deadline = time.monotonic() + 180
+    while True:
+        pods = cluster.get_json("pods", "-n", "kube-system")["items"]
+        not_running = [
+            p["metadata"]["name"]
+            for p in pods
+            if p["status"].get("phase") not in ("Running", "Succeeded")
+        ]
+        if not not_running or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert not not_running, f"kube-system pods not running after 180 s: {not_running}"
     names = " ".join(p["metadata"]["name"] for p in pods)
     for component in (
         "etcd",
