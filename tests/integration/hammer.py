@@ -18,6 +18,7 @@ class Hammer:
     clients: int = 200
     app_name: str = "hammer"
     ok: int = 0
+    connected: int = 0
     errors: list[str] = dataclasses.field(default_factory=list)
     _stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = dataclasses.field(default_factory=list)
@@ -30,6 +31,7 @@ class Hammer:
         except Exception as exc:  # noqa: BLE001  (reported by the test)
             self.errors.append(f"connect: {type(exc).__name__}: {exc}")
             return
+        self.connected += 1
         try:
             while not self._stop.is_set():
                 try:
@@ -45,6 +47,13 @@ class Hammer:
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._client(i)) for i in range(self.clients)]
+
+    async def all_connected(self, timeout: float = 120.0) -> None:
+        """Wait (with a deadline) until every client has connected or failed to."""
+        deadline = time.monotonic() + timeout
+        while self.connected + len(self.errors) < self.clients:
+            assert time.monotonic() < deadline, f"{self.connected} of {self.clients} connected"
+            await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
         self._stop.set()

@@ -11,7 +11,7 @@ import httpx
 async def exhaust(url: str) -> tuple[httpx.Response, float, list[tuple[httpx.Response, float]]]:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         started = time.monotonic()
-        slow = asyncio.create_task(client.get("/probe/1", params={"value": 1, "sleep": 6}))
+        slow = asyncio.create_task(client.get("/probe/1", params={"value": 1, "sleep": 5}))
         await asyncio.sleep(0.5)  # the only connection is now busy
 
         async def fast() -> tuple[httpx.Response, float]:
