@@ -1,0 +1,223 @@
+"""The whole system on a real cluster under steady traffic: scale, operator restart, failures.
+
+One release (its own namespace) serves the ordered tests of this module while one in-cluster
+traffic generator writes and reads through the app for the whole module, checking every
+answer, and PostgreSQL's pg_stat_activity is sampled throughout. Scale-reaction times are
+printed and written to .state/measurements/e2e-scale-reaction.json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pytest
+from convergence import Reaction, wait_converged
+from e2e_cluster import ROOT
+from kube import Release, is_ready, wait_for
+from releases import explained, make_release, note  # noqa: F401  (fixture)
+from traffic import Sampler, Traffic
+
+pytestmark = pytest.mark.e2e
+
+WORKERS = 1
+CONVERGE_TIMEOUT = 240.0
+MEASUREMENTS = ROOT / ".state" / "measurements" / "e2e-scale-reaction.json"
+
+
+@dataclass
+class System:
+    release: Release
+    traffic: Traffic
+    sampler: Sampler
+    budget: int
+    started: float = field(default_factory=time.time)
+    reactions: dict[str, Any] = field(default_factory=dict)
+
+    def assert_within_budget(self) -> None:
+        peak = self.sampler.peak()
+        assert peak <= self.budget, (
+            f"pg_stat_activity reached {peak} server connections, budget is {self.budget}"
+        )
+
+    def assert_no_failed_requests(self, since: float) -> int:
+        window = self.traffic.window(since)
+        assert window.ok > 0, f"no successful request since the step began: {window.summary()}"
+        assert not window.failed, (
+            f"failed or wrong requests: {window.summary()}\n{window.examples()}"
+        )
+        return len(window.records)
+
+
+@pytest.fixture(scope="module")
+def system(make_release) -> Iterator[System]:  # noqa: F811
+    release = make_release("pw", postgresql={"persistence": {"enabled": True, "size": "1Gi"}})
+    spec = release.budget_object()["spec"]["database"]
+    with explained(release):
+        sampler = Sampler(release).start()
+        traffic = Traffic(release).start()
+    system = System(release, traffic, sampler, spec["maxConnections"] - spec["reserved"])
+    yield system
+    sampler.stop()
+    traffic.stop()
+    if system.reactions:
+        MEASUREMENTS.parent.mkdir(parents=True, exist_ok=True)
+        MEASUREMENTS.write_text(json.dumps(system.reactions, indent=2) + "\n")
+
+
+def scale_and_measure(system: System, component: str, replicas: int) -> Reaction:
+    """Scale; wait until every ready pod applies the new plan; check nothing restarted."""
+    release = system.release
+    before_pods = {c: release.restart_counts(c) for c in ("app", "pgbouncer")}
+    before_files = (release.plan_file(), release.sizing_file())
+    wall = time.time()
+    since = time.monotonic()
+    release.scale(component, replicas)
+    reaction = wait_converged(release, WORKERS, since, CONVERGE_TIMEOUT, before=before_files)
+    for comp, counts in before_pods.items():
+        now = release.restart_counts(comp)
+        for uid, restarts in now.items():
+            if uid in counts:
+                assert restarts == counts[uid], (
+                    f"a {comp} pod restarted while scaling {component} to {replicas}"
+                )
+    requests = system.assert_no_failed_requests(wall)
+    system.assert_within_budget()
+    key = f"{component} -> {replicas}"
+    system.reactions[key] = {**asdict(reaction), "requests_checked": requests}
+    note(
+        f"scale {key}: plan written after {reaction.plan_written:.1f} s, running app pods "
+        f"swapped in place after {reaction.in_place:.1f} s, every ready "
+        f"pod on generation {reaction.generation} (pool {reaction.pool_size}+"
+        f"{reaction.max_overflow}) after {reaction.converged:.1f} s; {requests} requests, "
+        f"0 failed; pg_stat_activity peak {system.sampler.peak()} of {system.budget}"
+    )
+    return reaction
+
+
+def test_install_plans_and_serves(system: System) -> None:
+    release = system.release
+    with explained(release):
+        reaction = wait_converged(release, WORKERS, time.monotonic(), CONVERGE_TIMEOUT)
+        assert reaction.generation >= 1
+        result = release.helm("test", release.name, "--timeout", "3m")
+        assert "Succeeded" in result.stdout, result.stdout
+        system.assert_no_failed_requests(system.started)
+
+
+def test_scale_app_and_pgbouncer_without_restarts(system: System) -> None:
+    with explained(system.release):
+        for component, replicas in (("app", 6), ("app", 1), ("pgbouncer", 3)):
+            scale_and_measure(system, component, replicas)
+        system.assert_no_failed_requests(system.started)
+
+
+def test_operator_restart_mid_scale_converges(system: System) -> None:
+    release = system.release
+    with explained(release):
+        operator_pods = release.pods("operator")
+        assert len(operator_pods) == 1
+        old = operator_pods[0]["metadata"]["uid"]
+        wall = time.time()
+        since = time.monotonic()
+        release.scale("app", 3)
+        release.kubectl("delete", "pod", operator_pods[0]["metadata"]["name"], "--wait=false")
+        release.scale("app", 4)
+        wait_for(
+            "a new operator pod to be ready",
+            lambda: [
+                p for p in release.pods("operator") if p["metadata"]["uid"] != old and is_ready(p)
+            ],
+            timeout=180,
+        )
+        reaction = wait_converged(release, WORKERS, since, CONVERGE_TIMEOUT)
+        assert reaction.generation > 0
+        system.reactions["app -> 3 -> 4 with the operator restarted"] = asdict(reaction)
+        note(f"operator restarted mid-scale: converged on app=4 after {reaction.converged:.1f} s")
+        system.assert_no_failed_requests(wall)
+        system.assert_within_budget()
+
+
+def test_pgbouncer_then_postgresql_pod_deleted_under_load(system: System) -> None:
+    release = system.release
+    with explained(release):
+        start = time.time()
+        for target, component in ((None, "pgbouncer"), (f"{release.postgresql}-0", "postgresql")):
+            name = target or release.ready_pods(component)[0]["metadata"]["name"]
+            old_uid = release.get("pod", name)["metadata"]["uid"]
+            deleted = time.time()
+            release.kubectl("delete", "pod", name, "--wait=false")
+
+            def recovered(
+                component: str = component, old_uid: str = old_uid, deleted: float = deleted
+            ) -> bool:
+                pods = release.pods(component)
+                replaced = all(p["metadata"]["uid"] != old_uid for p in pods)
+                want = release.get(
+                    "deployment" if component == "pgbouncer" else "statefulset",
+                    f"{release.fullname}-{component}",
+                )["spec"]["replicas"]
+                ready = len(release.ready_pods(component)) == want
+                # recovered: 10 requests in a row answered correctly after the pod came back
+                tail = system.traffic.window(deleted).records[-10:]
+                return (
+                    replaced
+                    and ready
+                    and len(tail) == 10
+                    and all(r["outcome"] == "ok" for r in tail)
+                )
+
+            wait_for(f"recovery after deleting {name}", recovered, timeout=300, interval=2)
+            window = system.traffic.window(deleted)
+            unavailable = window.by_outcome("unavailable")
+            note(
+                f"deleted {name}: recovered after {time.time() - deleted:.0f} s; "
+                f"{window.summary()}; 503 answers: {len(unavailable)}"
+                + (
+                    f", median {statistics.median(r['t1'] - r['t0'] for r in unavailable):.2f} s,"
+                    f" slowest {max(r['t1'] - r['t0'] for r in unavailable):.2f} s"
+                    if unavailable
+                    else ""
+                )
+            )
+            system.reactions[f"delete {component} pod"] = {
+                "recovered_after": round(time.time() - deleted, 1),
+                "requests": len(window.records),
+                "unavailable_503": len(unavailable),
+                "slowest_503": max((r["t1"] - r["t0"] for r in unavailable), default=0.0),
+            }
+        window = system.traffic.window(start)
+        wrong = window.by_outcome("wrong")
+        hung = window.by_outcome("error")
+        assert not wrong, f"wrong answers during the failures: {window.examples()}"
+        assert not hung, (
+            f"requests without an HTTP answer (hung past the client timeout of "
+            f"{system.traffic.client_timeout:.0f} s, refused or reset): {window.examples()}"
+        )
+        system.assert_within_budget()
+
+        traffic = system.traffic.stop()
+        confirmed = system.traffic.confirmed_rows()
+        assert confirmed, "no write was confirmed"
+        rows = dict(
+            (int(i), n)
+            for i, n in (
+                line.split("|", 1)
+                for line in release.psql(
+                    f"SELECT id, name FROM items WHERE name LIKE '{system.traffic.run_id}-%';"
+                ).splitlines()
+                if "|" in line
+            )
+        )
+        missing = {i: n for i, n in confirmed.items() if rows.get(i) != n}
+        assert not missing, (
+            f"{len(missing)} confirmed rows missing after the failures: {list(missing.items())[:5]}"
+        )
+        note(
+            f"traffic total {traffic.summary()}; all {len(confirmed)} confirmed "
+            f"writes present; pg_stat_activity peak {system.sampler.peak()} of {system.budget}"
+        )
