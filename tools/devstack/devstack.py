@@ -55,13 +55,21 @@ def root_user_ids(name: str = "postgres") -> tuple[int, int]:
     raise RuntimeError(f"user {name!r} not found in {ROOT}/etc/passwd; rebuild: make trixie-root")
 
 
-def wait_for(check, what: str, *, timeout: float = 30.0, proc: subprocess.Popen | None = None):
-    """Poll `check()` until it returns a truthy value; fail with the process log on timeout."""
+def wait_for(check, what: str, *, timeout: float = 30.0, proc: subprocess.Popen | None = None,
+             log_path: Path | None = None):
+    """Poll `check()` until it returns a truthy value; fail with the process log's tail."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
+
+    def tail() -> str:
+        if log_path is None or not log_path.exists():
+            return ""
+        lines = log_path.read_text(errors="replace").splitlines()[-15:]
+        return f"\n--- last lines of {log_path}:\n" + "\n".join(lines)
+
     while True:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what}: process exited with status {proc.returncode}")
+            raise RuntimeError(f"{what}: process exited with status {proc.returncode}{tail()}")
         try:
             result = check()
             if result:
@@ -69,7 +77,8 @@ def wait_for(check, what: str, *, timeout: float = 30.0, proc: subprocess.Popen 
         except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
             last_error = exc
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not ready after {timeout:.0f}s (last error: {last_error})")
+            raise TimeoutError(f"{what}: not ready after {timeout:.0f}s (last error: {last_error})"
+                               f"{tail()}")
         time.sleep(0.1)
 
 
@@ -217,7 +226,7 @@ class Stack:
             "-c", "shared_buffers=64MB", "-c", "log_min_messages=warning",
         ))
         wait_for(lambda: self.psql("SELECT 1", db="postgres").strip() == "1",
-                 "PostgreSQL", proc=proc)
+                 "PostgreSQL", proc=proc, log_path=self.log_file("postgres"))
         self._bootstrap_roles()
         return proc
 
@@ -268,7 +277,8 @@ class Stack:
         env = dict(os.environ, **self.bouncer_env(name, port, **env_overrides))
         bouncer.proc = self._spawn(name, self.chroot_cmd("bash", "/mnt/ro/entrypoint.sh"),
                                    env=env)
-        wait_for(lambda: bouncer.admin("SHOW VERSION"), "PgBouncer", proc=bouncer.proc)
+        wait_for(lambda: bouncer.admin("SHOW VERSION"), "PgBouncer", proc=bouncer.proc,
+                 log_path=self.log_file(name))
         return bouncer
 
     def write_sizing(self, text: str) -> None:
@@ -292,7 +302,8 @@ class Stack:
         log(f"app ({workers} gunicorn workers) on http://127.0.0.1:{port}")
         proc = self._spawn(name, cmd, env=env)
         ready = app_ready if wait_ready else port_open  # port only: the database may be down
-        wait_for(lambda: ready(port), f"app {name}", proc=proc, timeout=90)
+        wait_for(lambda: ready(port), f"app {name}", proc=proc, timeout=90,
+                 log_path=self.log_file(name))
         return proc
 
     # -- state on disk, for `make dev-down` -----------------------------------------------
