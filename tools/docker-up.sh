@@ -23,8 +23,6 @@ die() { echo "docker-up: $*" >&2; exit 1; }
 
 # Debian's client speaks the daemon's API version; a newer client elsewhere on PATH (e.g. a
 # 28.x in /usr/local/bin) negotiates down by itself, so either works against this daemon.
-docker_cli=docker
-[ -x /usr/bin/docker ] && docker_cli=/usr/bin/docker
 
 if command -v docker >/dev/null && timeout 20 docker info >/dev/null 2>&1; then
   log "a Docker engine answers already ($(docker version --format '{{.Server.Version}}' 2>/dev/null)); nothing to do"
@@ -73,9 +71,13 @@ echo "$want" >"$DAEMON_JSON"
 if ! [ -x /usr/sbin/dockerd ] || ! [ -x "$real_runc" ] || ! command -v jq >/dev/null; then
   log "installing Debian's docker.io (apt-get)"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    docker.io jq iptables ca-certificates pigz >/dev/null
+  pkgs=(docker.io jq iptables ca-certificates pigz)
+  # Newer Debian releases ship the client in its own package (docker.io only recommends it).
+  if apt-cache show docker-cli >/dev/null 2>&1; then pkgs+=(docker-cli); fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
+docker_cli=/usr/bin/docker
+[ -x "$docker_cli" ] || docker_cli=$(command -v docker) || die "no docker client found after installing docker.io"
 [ -x "$real_runc" ] || die "$real_runc not found after installing docker.io; set POOLWARDEN_REAL_RUNC"
 
 # kind nodes each run many inotify users; the kernel default of 128 instances is too few.
