@@ -9,7 +9,7 @@ same worker count, the same request mix (/probe: one read-only transaction, 20 d
 statements), measured in interleaved rounds so that background load hits all three alike.
 Writes bench/out/results.md, results.json and results.png. Bounded: about 1-2 minutes.
 
-    python bench/run.py [--seconds 8] [--rounds 2] [--concurrency 24] [--workers 2]
+    python bench/run.py [--seconds 4] [--rounds 4] [--concurrency 24] [--workers 2]
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ def write_plot(results: dict[str, dict], path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=24)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
