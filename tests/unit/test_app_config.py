@@ -35,12 +35,15 @@ def test_defaults_match_the_chart_contract(monkeypatch):
     assert settings.pool_pre_ping is True
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("POOLWARDEN_POOL_SIZE", "0"),
-    ("POOLWARDEN_MAX_OVERFLOW", "-1"),
-    ("POOLWARDEN_POOL_TIMEOUT", "0"),
-    ("POOLWARDEN_POOL_CLASS", "static"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("POOLWARDEN_POOL_SIZE", "0"),
+        ("POOLWARDEN_MAX_OVERFLOW", "-1"),
+        ("POOLWARDEN_POOL_TIMEOUT", "0"),
+        ("POOLWARDEN_POOL_CLASS", "static"),
+    ],
+)
 def test_rejects_values_that_cannot_work(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(pydantic.ValidationError) as raised:

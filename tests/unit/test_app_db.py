@@ -13,8 +13,14 @@ from poolwarden import planfile
 
 
 def settings(**overrides) -> config.Settings:
-    values = {"db_host": "db", "db_port": 6432, "db_name": "app", "db_user": "app",
-              "db_password": "pw", "instance": "pod-1"}
+    values = {
+        "db_host": "db",
+        "db_port": 6432,
+        "db_name": "app",
+        "db_user": "app",
+        "db_password": "pw",
+        "instance": "pod-1",
+    }
     return config.Settings(**{**values, **overrides})
 
 
@@ -40,21 +46,25 @@ def test_application_name_fits_postgres_limit():
 
 
 def test_engine_pool_follows_the_plan():
-    engine = db.build_engine(settings(pool_timeout=0.5, pool_recycle=60),
-                             planfile.PoolPlan(pool_size=3, max_overflow=2, generation=4))
+    engine = db.build_engine(
+        settings(pool_timeout=0.5, pool_recycle=60),
+        planfile.PoolPlan(pool_size=3, max_overflow=2, generation=4),
+    )
     try:
         assert engine.pool.size() == 3
         assert engine.pool._max_overflow == 2
         assert engine.pool.timeout() == 0.5
         assert engine.url.render_as_string(hide_password=True).startswith(
-            "postgresql+asyncpg://app:***@db:6432/app")
+            "postgresql+asyncpg://app:***@db:6432/app"
+        )
     finally:
         asyncio.run(engine.dispose())
 
 
 def test_null_pool_for_comparison():
-    engine = db.build_engine(settings(pool_class="null"), planfile.PoolPlan(pool_size=3,
-                                                                            max_overflow=0))
+    engine = db.build_engine(
+        settings(pool_class="null"), planfile.PoolPlan(pool_size=3, max_overflow=0)
+    )
     try:
         assert isinstance(engine.pool, NullPool)
     finally:

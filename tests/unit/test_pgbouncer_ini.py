@@ -26,8 +26,9 @@ def test_round_trip_and_stable_bytes(sizing, generation):
 
 
 def test_render_layout_is_sorted_with_a_comment_header():
-    text = pgbouncer_ini.render(pgbouncer_ini.Sizing(8, 20, 0, 1000), budget="default/app",
-                                generation=3)
+    text = pgbouncer_ini.render(
+        pgbouncer_ini.Sizing(8, 20, 0, 1000), budget="default/app", generation=3
+    )
     lines = text.splitlines()
     assert lines[0].startswith("; poolwarden sizing for default/app, generation 3.")
     keys = [line.split(" = ")[0] for line in lines[1:]]
@@ -35,20 +36,31 @@ def test_render_layout_is_sorted_with_a_comment_header():
 
 
 def test_parse_ignores_comments_and_blank_lines():
-    text = ("# hash comment\n; semicolon comment\n\n default_pool_size = 2 \n"
-            "max_client_conn=50\nmax_db_connections = 4\nreserve_pool_size = 1\n")
+    text = (
+        "# hash comment\n; semicolon comment\n\n default_pool_size = 2 \n"
+        "max_client_conn=50\nmax_db_connections = 4\nreserve_pool_size = 1\n"
+    )
     assert pgbouncer_ini.parse(text) == pgbouncer_ini.Sizing(2, 4, 1, 50)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("default_pool_size = 2\n", "missing"),
-    ("pool_mode = session\n", "expected one of"),
-    ("default_pool_size = two\n", "default_pool_size must be an integer"),
-    ("default_pool_size = 0\nmax_client_conn = 1\nmax_db_connections = 1\n"
-     "reserve_pool_size = 0\n", "default_pool_size must be >= 1"),
-    ("default_pool_size = 1\nmax_client_conn = 1\nmax_db_connections = 0\n"
-     "reserve_pool_size = 0\n", "max_db_connections must be >= 1"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("default_pool_size = 2\n", "missing"),
+        ("pool_mode = session\n", "expected one of"),
+        ("default_pool_size = two\n", "default_pool_size must be an integer"),
+        (
+            "default_pool_size = 0\nmax_client_conn = 1\nmax_db_connections = 1\n"
+            "reserve_pool_size = 0\n",
+            "default_pool_size must be >= 1",
+        ),
+        (
+            "default_pool_size = 1\nmax_client_conn = 1\nmax_db_connections = 0\n"
+            "reserve_pool_size = 0\n",
+            "max_db_connections must be >= 1",
+        ),
+    ],
+)
 def test_parse_errors(text, message):
     with pytest.raises(pgbouncer_ini.SizingError) as raised:
         pgbouncer_ini.parse(text)
@@ -57,8 +69,10 @@ def test_parse_errors(text, message):
 
 def test_sizing_rejects_negative_and_bool():
     with pytest.raises(pgbouncer_ini.SizingError):
-        pgbouncer_ini.Sizing(default_pool_size=1, max_db_connections=1, reserve_pool_size=-1,
-                             max_client_conn=1)
+        pgbouncer_ini.Sizing(
+            default_pool_size=1, max_db_connections=1, reserve_pool_size=-1, max_client_conn=1
+        )
     with pytest.raises(pgbouncer_ini.SizingError):
-        pgbouncer_ini.Sizing(default_pool_size=True, max_db_connections=1,
-                             reserve_pool_size=0, max_client_conn=1)
+        pgbouncer_ini.Sizing(
+            default_pool_size=True, max_db_connections=1, reserve_pool_size=0, max_client_conn=1
+        )

@@ -37,36 +37,45 @@ def test_render_is_deterministic_sorted_and_ends_with_newline(plan):
 
 
 def test_parse_accepts_bytes_and_minimal_plan():
-    plan = planfile.parse(b'{"apiVersion": "poolwarden.io/v1alpha1", "kind": "PoolPlan", '
-                          b'"poolSize": 3, "maxOverflow": 0}')
+    plan = planfile.parse(
+        b'{"apiVersion": "poolwarden.io/v1alpha1", "kind": "PoolPlan", '
+        b'"poolSize": 3, "maxOverflow": 0}'
+    )
     assert (plan.pool_size, plan.max_overflow, plan.generation) == (3, 0, 0)
 
 
 def doc(**fields) -> str:
-    base = {"apiVersion": planfile.API_VERSION, "kind": planfile.KIND, "poolSize": 2,
-            "maxOverflow": 1}
+    base = {
+        "apiVersion": planfile.API_VERSION,
+        "kind": planfile.KIND,
+        "poolSize": 2,
+        "maxOverflow": 1,
+    }
     base.update(fields)
     return json.dumps({k: v for k, v in base.items() if v is not None})
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("{ nope", "not valid JSON"),
-    (b"\xff\xfe", "not valid JSON"),
-    ("[1, 2]", "must hold a JSON object"),
-    (doc(kind="Other"), "must have apiVersion"),
-    (doc(apiVersion="v1"), "must have apiVersion"),
-    (doc(poolSize=None), "missing 'poolSize'"),
-    (doc(maxOverflow=None), "missing 'maxOverflow'"),
-    (doc(poolSize=0), "'poolSize' must be >= 1"),
-    (doc(maxOverflow=-1), "'maxOverflow' must be >= 0"),
-    (doc(poolSize=True), "'poolSize' must be an integer"),
-    (doc(poolSize="4"), "'poolSize' must be an integer"),
-    (doc(poolSize=2.5), "'poolSize' must be an integer"),
-    (doc(generation=-1), "'generation' must be >= 0"),
-    (doc(overcommitted="yes"), "'overcommitted' must be true or false"),
-    (doc(budget=3), "'budget' must be a string"),
-    (doc(poolsize=3), "unknown field(s) ['poolsize']"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{ nope", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        ("[1, 2]", "must hold a JSON object"),
+        (doc(kind="Other"), "must have apiVersion"),
+        (doc(apiVersion="v1"), "must have apiVersion"),
+        (doc(poolSize=None), "missing 'poolSize'"),
+        (doc(maxOverflow=None), "missing 'maxOverflow'"),
+        (doc(poolSize=0), "'poolSize' must be >= 1"),
+        (doc(maxOverflow=-1), "'maxOverflow' must be >= 0"),
+        (doc(poolSize=True), "'poolSize' must be an integer"),
+        (doc(poolSize="4"), "'poolSize' must be an integer"),
+        (doc(poolSize=2.5), "'poolSize' must be an integer"),
+        (doc(generation=-1), "'generation' must be >= 0"),
+        (doc(overcommitted="yes"), "'overcommitted' must be true or false"),
+        (doc(budget=3), "'budget' must be a string"),
+        (doc(poolsize=3), "unknown field(s) ['poolsize']"),
+    ],
+)
 def test_parse_errors_name_what_to_fix(text, message):
     with pytest.raises(planfile.PlanFileError) as raised:
         planfile.parse(text)
