@@ -100,21 +100,22 @@ write_if_changed() {  # write_if_changed FILE < content; fails (status 1) when u
 # --- the sizing include and its application --------------------------------------------------
 
 last_error=""
-desired_sizing() {  # prints the sizing include PgBouncer should have now
-  local mounted=$sizing_dir/sizing.ini reason
-  if [ -f "$mounted" ]; then
-    if reason=$(check_sizing "$mounted"); then
+desired_sizing() {  # desired_sizing [FILE]: the sizing include PgBouncer should have now
+  local file=${1:-$sizing_dir/sizing.ini} reason
+  if [ -f "$file" ]; then
+    if reason=$(check_sizing "$file"); then
       last_error=""
-      cat "$mounted"
+      cat "$file"
       return
     fi
-    if [ "$reason" != "$last_error" ]; then
-      log "error: $mounted is not usable ($reason); keeping the current sizing. Fix the file."
-      last_error=$reason
-    fi
+    report "$sizing_dir/sizing.ini is not usable ($reason); keeping the current sizing. Fix the file."
     if [ -f "$conf_dir/sizing.ini" ]; then cat "$conf_dir/sizing.ini"; return; fi
   fi
   fallback_sizing
+}
+
+report() {  # log an error once per distinct problem
+  if [ "$1" != "$last_error" ]; then log "error: $1"; last_error=$1; fi
 }
 
 admin() {  # run one admin-console command
@@ -133,9 +134,17 @@ lowered() {  # lowered OLD NEW: true when any server-side limit went down
 
 apply_sizing() {
   local current=$conf_dir/sizing.ini previous=$conf_dir/sizing.ini.previous
+  local mounted=$sizing_dir/sizing.ini seen=$conf_dir/sizing.ini.seen
+  # Cheap check first (one cmp per round): nothing to do while the mounted bytes are unchanged.
+  if [ ! -f "$mounted" ]; then
+    [ -f "$seen" ] && report "$mounted disappeared; keeping the current sizing"
+    return 0
+  fi
+  cmp -s "$mounted" "$seen" && return 0
+  cp -f "$mounted" "$seen"
   [ -f "$current" ] && cp -f "$current" "$previous"
   # A redirection, not a pipe: desired_sizing must run in this shell to remember last_error.
-  desired_sizing >"$conf_dir/sizing.ini.desired"
+  desired_sizing "$seen" >"$conf_dir/sizing.ini.desired"
   write_if_changed "$current" <"$conf_dir/sizing.ini.desired" || return 0
   log "sizing changed: $(grep -v '^;' "$current" | tr '\n' ' ')"
   if admin RELOAD; then log "RELOAD done"; else log "RELOAD via console failed; sending SIGHUP"; kill -HUP "$pid"; fi

@@ -37,7 +37,7 @@ def wait_until(check, what: str, timeout: float = 30.0):
     return result
 
 
-def test_env_fallback_then_sizing_file_then_bad_file(start_bouncer):
+def test_env_fallback_then_sizing_file_then_bad_then_missing_file(start_bouncer):
     bouncer = start_bouncer(PGBOUNCER_DEFAULT_POOL_SIZE="3", PGBOUNCER_MAX_DB_CONNECTIONS="7")
     config = show_config(bouncer)
     assert (config["default_pool_size"], config["max_db_connections"]) == ("3", "7")
@@ -56,6 +56,10 @@ def test_env_fallback_then_sizing_file_then_bad_file(start_bouncer):
     wait_until(lambda: "is not usable" in bouncer.log_text(), "the bad-file error")
     time.sleep(2)  # a few more watch rounds: the error is logged once, the sizing kept
     assert bouncer.log_text().count("is not usable") == 1
+    assert show_config(bouncer)["max_db_connections"] == "12"
+
+    (bouncer.sizing_dir / "sizing.ini").unlink()  # the ConfigMap goes away: keep what works
+    wait_until(lambda: "disappeared" in bouncer.log_text(), "the missing-file error")
     assert show_config(bouncer)["max_db_connections"] == "12"
 
 
