@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -172,6 +173,7 @@ def main() -> int:
                 per_setup[key]["latencies"] += latencies
     finally:
         devstack.stop(stack)
+        shutil.rmtree(state, ignore_errors=True)  # the benchmark's own throwaway cluster
 
     results = summarize(per_setup, args.seconds * args.rounds)
     markdown = write_markdown(results, args, (load_start, os.getloadavg()[0]))
