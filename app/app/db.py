@@ -16,12 +16,13 @@ The engine is always built inside a worker (lifespan), never before gunicorn for
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 import uuid
 
-from sqlalchemy import URL, event, text
+from sqlalchemy import URL, event, exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -109,6 +110,26 @@ def install_slow_query_log(engine: AsyncEngine, *, threshold: float) -> None:
         if elapsed >= threshold:
             log.warning("slow query: %.3fs (threshold %.3fs): %s",
                         elapsed, threshold, " ".join(statement.split())[:300])
+
+
+async def create_schema_when_reachable(engine: AsyncEngine, *, retry_max: float = 2.0) -> None:
+    """Create the schema as soon as the database answers; retry until then.
+
+    A worker must not die because PostgreSQL is still starting (a fresh `helm install` starts
+    everything at once): it stays alive (`/healthz`) and unready (`/readyz`) until this returns.
+    """
+    delay, last = 0.1, ""
+    while True:
+        try:
+            await create_schema(engine)
+            return
+        except (OSError, TimeoutError, exc.SQLAlchemyError) as error:
+            problem = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            if problem != last:  # one line per distinct problem, not one per retry
+                log.warning("database not reachable yet, schema not created; retrying: %s", problem)
+                last = problem
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, retry_max)
 
 
 async def create_schema(engine: AsyncEngine) -> None:

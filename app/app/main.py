@@ -36,12 +36,15 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
         app.state.runtime = rt
         stop = asyncio.Event()
         watch_task = asyncio.create_task(watcher.run(pools, stop))
+        schema_task = asyncio.create_task(
+            db.create_schema_when_reachable(pools.current.engine) if s.create_schema
+            else asyncio.sleep(0))
+        schema_task.add_done_callback(lambda _: log.info("worker ready: %s", pools.status()))
+        rt.schema = schema_task
         try:
-            if s.create_schema:
-                await db.create_schema(pools.current.engine)
-            log.info("worker ready: %s", pools.status())
             yield
         finally:
+            schema_task.cancel()
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(watch_task, timeout=5)

@@ -101,3 +101,40 @@ def test_metrics_cover_every_worker(start_app):
         assert f'poolwarden_pool_size{{pid="{pid}"}} 5.0' in text
     assert "poolwarden_pool_checkout_wait_seconds_bucket" in text
     assert 'poolwarden_db_errors_total{kind="pool_timeout"}' in text
+
+
+def test_app_started_before_its_database_waits_alive_then_becomes_ready(start_app, stack):
+    """A fresh `helm install` starts the app before PgBouncer/PostgreSQL answer: no crash loop."""
+    import devstack
+
+    late_port = devstack.free_port()  # PgBouncer will only listen here later
+    app = start_app(workers=1, wait_ready=False, POOLWARDEN_DB_PORT=str(late_port),
+                    POOLWARDEN_CONNECT_TIMEOUT="1")
+    name = f"pgbouncer-late-{late_port}"
+    with httpx.Client(base_url=app.url, timeout=30) as client:
+        wait = time.monotonic() + 60
+        while True:  # the worker is still starting
+            try:
+                if client.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < wait, app.log_text()
+            time.sleep(0.2)
+        ready = client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["reason"] == "schema not created yet"
+        try:
+            stack.start_pgbouncer(name=name, port=late_port)
+            wait = time.monotonic() + 60
+            while client.get("/readyz").status_code != 200:
+                assert time.monotonic() < wait, app.log_text()
+                time.sleep(0.3)
+            created = client.post("/items", json={"name": "late", "note": "started before its database"})
+            assert created.status_code == 201, created.text
+        finally:
+            stack.stop_one(name)
+    log = app.log_text()
+    warnings = log.count("database not reachable yet")
+    assert 1 <= warnings <= 2, log  # a line per distinct problem, not one per retry
+    assert "Worker exiting" not in log and "Traceback" not in log, log

@@ -20,6 +20,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(rt: deps.RuntimeDep) -> JSONResponse:
+    if not rt.schema_ready:
+        return JSONResponse({"status": "not ready", "reason": "schema not created yet"},
+                            status_code=503,
+                            headers={"Retry-After": str(rt.settings.retry_after_seconds)})
     try:
         async with asyncio.timeout(rt.settings.readiness_timeout):
             async with rt.pools.lease() as slot, slot.engine.connect() as conn:
