@@ -130,7 +130,7 @@ def test_app_started_before_its_database_waits_alive_then_becomes_ready(start_ap
             while client.get("/readyz").status_code != 200:
                 assert time.monotonic() < wait, app.log_text()
                 time.sleep(0.3)
-            created = client.post("/items", json={"name": "late", "note": "started before its database"})
+            created = client.post("/items", json={"name": "late", "note": "before its database"})
             assert created.status_code == 201, created.text
         finally:
             stack.stop_one(name)
