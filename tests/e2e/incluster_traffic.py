@@ -6,7 +6,8 @@ Each thread repeats: create an item (POST /items), read it back (GET /items/{id}
 A fresh connection per request, so every request goes through the Service's current endpoints.
 It stops after MAX_SECONDS, after MAX_REQUESTS, or when /tmp/stop exists. One JSON line per
 request on stdout: t0, t1 (epoch seconds), op, status (0: no HTTP answer), outcome
-(ok | unavailable: a 503 | wrong: any other answer or a wrong body | error: no answer), and for
+(ok | unavailable: a 503 | wrong: any other answer or a wrong body | refused: the connection
+was refused, e.g. by a Service without ready endpoints | error: no answer: timeout, reset), and for
 confirmed writes id and name. A last line {"done": true, ...}. Standard library only.
 """
 
@@ -69,7 +70,7 @@ def record(op, t0, t1, status, outcome, error="", **extra):
 
 def classify(status, good, error):
     if status == 0:
-        return "error"
+        return "refused" if error.startswith("ConnectionRefusedError") else "error"
     if status == 503:
         return "unavailable"
     return "ok" if good else "wrong"

@@ -41,7 +41,7 @@ class Window:
     def examples(self, per_outcome: int = 3) -> str:
         """A few requests of each outcome other than ok, for failure messages."""
         lines = []
-        for outcome in ("wrong", "error", "unavailable"):
+        for outcome in ("wrong", "error", "refused", "unavailable"):
             lines += [json.dumps(r) for r in self.by_outcome(outcome)[:per_outcome]]
         return "\n".join(lines)
 
