@@ -7,7 +7,7 @@ import asyncio
 import time
 
 import load
-from conftest import App
+from appserver import App
 
 from poolwarden import planfile
 
