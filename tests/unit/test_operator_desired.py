@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from poolwarden_operator import desired, kube, status
 
 from poolwarden import pgbouncer_ini, planfile, planner
+from poolwarden_operator import desired, kube, status
 
 SPEC = {
     "database": {"maxConnections": 100, "reserved": 10},
