@@ -37,11 +37,11 @@ up: kind-up load deploy ## The whole system on kind: cluster + images + helm ins
 	@echo "   app:        curl http://127.0.0.1:30080/healthz"
 	@echo "               curl -X POST -H 'content-type: application/json' -d '{\"name\":\"hello\"}' http://127.0.0.1:30080/items"
 	@echo "               curl http://127.0.0.1:30080/pool"
-	@echo "   kubectl:    export KUBECONFIG=$(KIND_KUBECONFIG)"
+	@echo "   kubectl:    export KUBECONFIG=$(KIND_KUBECONFIG) PATH=$(TOOLS_BIN):\$$PATH"
 	@echo "   budget:     kubectl -n $(DEPLOY_NAMESPACE) get connectionbudgets -o wide"
 	@echo "   scale:      kubectl -n $(DEPLOY_NAMESPACE) scale deployment $(DEPLOY_FULLNAME)-app --replicas 4"
-	@echo "   helm test:  helm --kubeconfig $(KIND_KUBECONFIG) -n $(DEPLOY_NAMESPACE) test $(DEPLOY_RELEASE)"
-	@echo "   remove:     make kind-down"
+	@echo "   helm test:  helm -n $(DEPLOY_NAMESPACE) test $(DEPLOY_RELEASE)"
+	@echo "   remove:     make e2e-down   (deletes the cluster)"
 
 .PHONY: e2e
 e2e: venv tools ## Cluster if missing, images, load, deploy, run tests/e2e; deletes the cluster afterwards unless KEEP_CLUSTER=1.
