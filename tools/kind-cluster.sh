@@ -45,10 +45,16 @@ build_node_image() {
 case "${1:-}" in
   up)
     if exists; then
-      log "cluster $KIND_CLUSTER exists; writing its kubeconfig to $KIND_KUBECONFIG"
       mkdir -p "$(dirname "$KIND_KUBECONFIG")"
       kind get kubeconfig --name "$KIND_CLUSTER" >"$KIND_KUBECONFIG"
-      exit 0
+      if kubectl --kubeconfig "$KIND_KUBECONFIG" --request-timeout=20s get --raw /readyz >/dev/null 2>&1; then
+        log "cluster $KIND_CLUSTER exists and answers; kubeconfig in $KIND_KUBECONFIG"
+        exit 0
+      fi
+      # Node containers stopped with their Docker engine (a machine restart) come back with
+      # new addresses that nothing fixes up: a cluster that does not answer is recreated.
+      log "cluster $KIND_CLUSTER exists but its API server does not answer: recreating it"
+      kind delete cluster --name "$KIND_CLUSTER" --kubeconfig "$KIND_KUBECONFIG"
     fi
     image_args=()
     if [ -n "${KIND_NODE_IMAGE:-}" ]; then
