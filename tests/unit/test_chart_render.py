@@ -306,7 +306,8 @@ def test_app_probes_and_graceful_termination(defaults):
     spec = defaults.get("Deployment", APP)["spec"]["template"]["spec"]
     app = container(spec, "app")
     assert app["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert app["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # Readiness leaves out the live database check: a database outage gives 503s, not refusals.
+    assert app["readinessProbe"]["httpGet"]["path"] == "/readyz?database=false"
     assert app["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
     assert spec["terminationGracePeriodSeconds"] > 5
 
