@@ -15,6 +15,11 @@ TRIXIE_ROOT    ?= $(TOOLS_DIR)/trixie-root
 # Debian trixie packages the host-side tests run from a chroot (the host is bookworm).
 TRIXIE_ROOT_PACKAGES := ca-certificates postgresql-17 postgresql-client-17 pgbouncer etcd-server etcd-client
 export PATH := $(TOOLS_BIN):$(VENV)/bin:$(PATH)
+# Wheels for the images' Python (3.13 of debian:trixie-slim), so image builds need no network:
+# $(PIP_DOWNLOAD_IMAGE_WHEELS) --dest DIR PACKAGE==VERSION...
+PIP_DOWNLOAD_IMAGE_WHEELS = $(VENV)/bin/pip download --quiet --only-binary=:all: \
+  --python-version 3.13 --implementation cp --platform manylinux_2_28_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any
 
 ##@ General
 .PHONY: help

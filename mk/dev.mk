@@ -30,12 +30,10 @@ APP_PIP_PINS := fastapi==0.165.0 gunicorn==27.0.1 uvicorn==0.54.0 uvicorn-worker
 
 .PHONY: app-wheels
 app-wheels: $(APP_WHEELS)/.complete ## Download the app image's wheels (Python 3.13, manylinux) into .cache/wheels/app.
-$(APP_WHEELS)/.complete: mk/dev.mk
+$(APP_WHEELS)/.complete: mk/dev.mk | $(VENV)/.installed
 	@echo ">> app-wheels: $(APP_PIP_PINS) -> $(APP_WHEELS)"
 	@mkdir -p $(APP_WHEELS)
-	$(VENV)/bin/pip download --quiet --only-binary=:all: --python-version 3.13 --implementation cp \
-	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-	  --platform any --dest $(APP_WHEELS) $(APP_PIP_PINS)
+	$(PIP_DOWNLOAD_IMAGE_WHEELS) --dest $(APP_WHEELS) $(APP_PIP_PINS)
 	@touch $@
 
 images: app-wheels

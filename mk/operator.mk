@@ -7,12 +7,10 @@ OPERATOR_NAMESPACE   ?= default
 
 .PHONY: operator-wheels
 operator-wheels: $(OPERATOR_WHEELS)/.complete ## Download the operator image's wheels (Python 3.13, manylinux) into .cache/wheels/operator.
-$(OPERATOR_WHEELS)/.complete: mk/operator.mk
+$(OPERATOR_WHEELS)/.complete: mk/operator.mk | $(VENV)/.installed
 	@echo ">> operator-wheels: $(OPERATOR_PIP_PINS) -> $(OPERATOR_WHEELS)"
 	@mkdir -p $(OPERATOR_WHEELS)
-	$(VENV)/bin/pip download --quiet --only-binary=:all: --python-version 3.13 --implementation cp \
-	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-	  --platform any --dest $(OPERATOR_WHEELS) $(OPERATOR_PIP_PINS)
+	$(PIP_DOWNLOAD_IMAGE_WHEELS) --dest $(OPERATOR_WHEELS) $(OPERATOR_PIP_PINS)
 	@touch $@
 
 # The project images are built from the repository root; the operator's needs its wheelhouse.
