@@ -18,12 +18,12 @@ import base64
 import json
 import os
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from polling import wait_for
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 CHART = PROJECT_DIR / "charts" / "poolwarden"
@@ -84,16 +84,6 @@ def new_namespace(k, prefix: str) -> str:
     ns = f"{prefix}-{uuid.uuid4().hex[:6]}"
     k.kubectl("create", "namespace", ns)
     return ns
-
-
-def wait_for(what: str, probe, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"{what}: not within {timeout:.0f}s")
 
 
 def ensure_crds(k) -> list[str]:
@@ -248,7 +238,7 @@ def test_install_upgrade_uninstall(k, control_plane):
         budgets = k.kubectl("get", "connectionbudgets", "-n", ns, "-o", "name")
         return (left + budgets).strip() == ""
 
-    wait_for("release objects gone after helm uninstall", nothing_left)
+    wait_for("release objects gone after helm uninstall", nothing_left, timeout=60)
     k.get("crd", "connectionbudgets.poolwarden.io", "default")
     k.kubectl("delete", "namespace", ns, "--wait=false")
 

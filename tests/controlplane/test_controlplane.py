@@ -8,11 +8,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+from polling import wait_for
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 KUBECTL = PROJECT_DIR / ".tools" / "bin" / "kubectl"
@@ -34,17 +34,6 @@ def kubectl_ok(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
     result = kubectl(kubeconfig, *args, stdin=stdin)
     assert result.returncode == 0, f"kubectl {' '.join(args)} failed: {result.stderr}"
     return result.stdout
-
-
-def wait_for(what: str, probe, timeout: float = 90.0):
-    """Poll `probe` (bounded) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"{what}: not within {timeout:.0f}s")
 
 
 def test_apiserver_answers_with_the_pinned_version_and_apis(control_plane):

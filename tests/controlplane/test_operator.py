@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import kubernetes
+import polling
 import pytest
 import yaml
 from kubernetes.client.rest import ApiException
@@ -44,20 +45,9 @@ DEFAULT_CONSUMERS = [{"name": "app", "deployment": "app", "workersPerPod": 2}]
 
 
 def wait_for(what, probe, timeout=DEFAULT_WAIT, interval=0.02):
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            last = None
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
+    """Poll ``probe`` until truthy; a 404 (object not there yet) counts as "not yet"."""
+    return polling.wait_for(what, probe, timeout=timeout, interval=interval,
+                            tolerate=lambda e: isinstance(e, ApiException) and e.status == 404)
 
 
 def free_port() -> int:
