@@ -143,3 +143,37 @@ def test_app_started_before_its_database_waits_alive_then_becomes_ready(start_ap
     warnings = log.count("database not reachable yet")
     assert 1 <= warnings <= 2, log  # a line per distinct problem, not one per retry
     assert "Worker exiting" not in log and "Traceback" not in log, log
+
+
+def test_read_only_session_reads_and_refuses_writes(stack):
+    """The read-only dependency (GET /items) runs in `SET TRANSACTION READ ONLY`: PostgreSQL
+    itself refuses a write there, through PgBouncer, and the transaction is rolled back."""
+    import asyncio
+
+    import pytest
+    from sqlalchemy import exc, text
+
+    from app import deps, metrics, pool, runtime
+    from poolwarden import planfile
+
+    settings = config.Settings(db_host="127.0.0.1", db_port=stack.bouncer_port, db_name="app",
+                               db_user="app", db_password=stack.app_password, instance="ro-test")
+
+    async def scenario() -> None:
+        pools = pool.Pools(lambda plan: db.build_engine(settings, plan),
+                           planfile.PoolPlan(pool_size=1, max_overflow=0))
+        rt = runtime.Runtime(settings=settings, pools=pools, watcher=None,  # type: ignore[arg-type]
+                             metrics=metrics.Metrics())
+        try:
+            await db.create_schema(pools.current.engine)
+            session_gen = deps.get_readonly_session(rt)
+            session = await anext(session_gen)
+            await session.execute(text("SELECT count(*) FROM items"))  # reads work
+            with pytest.raises(exc.DBAPIError, match="read-only transaction"):
+                await session.execute(text("INSERT INTO items (name, note) VALUES ('ro', '')"))
+            await session_gen.aclose()  # the dependency's cleanup: roll back, return the conn
+            assert pools.status()["checked_out"] == 0
+        finally:
+            await pools.close()
+
+    asyncio.run(scenario())
