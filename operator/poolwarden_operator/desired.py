@@ -104,16 +104,19 @@ def planner_inputs(
 
 
 def files(
-    namespace: str, name: str, spec: dict[str, Any], plan: planner.Plan, status: dict[str, Any]
+    namespace: str, name: str, spec: dict[str, Any], plan: planner.Plan, status: dict[str, Any],
+    written: int = 0,
 ) -> tuple[int, list[File]]:
     """The plan files and the budget's new planGeneration.
 
     A file keeps the generation it was last written with while its content stays the same, so
     its bytes are identical and nothing is rewritten or reloaded; any changed file bumps the
-    budget's generation and carries the new number.
+    budget's generation and carries the new number. `written` is the highest generation found
+    in the ConfigMaps: after a crash between writing a file and recording it in the status,
+    the next plan still gets a higher number than any file the pods may already have.
     """
     previous = status.get("files") or {}
-    current = int(status.get("planGeneration") or 0)
+    current = max(int(status.get("planGeneration") or 0), written)
     drafts: list[tuple[str, str, str | None, Any]] = []
     ref = names.budget_ref(namespace, name)
     for item in spec["consumers"]:

@@ -12,7 +12,7 @@ import datetime
 import logging
 from typing import Any
 
-from poolwarden import planner
+from poolwarden import pgbouncer_ini, planfile, planner
 from poolwarden_operator import desired, kube, names, status
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
         await _invalid(client, budget, exc, "InvalidBudget", observed, previous)
         return
 
-    generation, files = desired.files(namespace, name, spec, plan, previous)
+    written = await _written_generation(client, namespace, name, spec)
+    generation, files = desired.files(namespace, name, spec, plan, previous, written)
     changed = await _write_files(client, budget, files)
     rollout = {c["name"] for c in spec["consumers"] if c.get("reloadMode") == "rollout"}
     for item in spec["consumers"]:
@@ -67,6 +68,28 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
     )
     if changed:
         log.info("budget %s/%s: wrote %s", namespace, name, ", ".join(changed))
+
+
+async def _written_generation(
+    client: kube.Kube, namespace: str, name: str, spec: dict[str, Any]
+) -> int:
+    """The highest generation in the plan and sizing ConfigMaps as they are now."""
+    found = [0]
+    for item in spec["consumers"]:
+        cm = await client.get_configmap(
+            namespace, names.plan_configmap_name(name, item["name"], item.get("planConfigMap"))
+        )
+        text = ((cm or {}).get("data") or {}).get(names.PLAN_KEY)
+        if text:
+            try:
+                found.append(planfile.parse(text).generation)
+            except planfile.PlanFileError:
+                pass  # hand-edited into nonsense: it will be rewritten
+    cm = await client.get_configmap(
+        namespace, names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap"))
+    )
+    found.append(pgbouncer_ini.generation(((cm or {}).get("data") or {}).get(names.SIZING_KEY, "")))
+    return max(found)
 
 
 async def _write_files(

@@ -23,6 +23,7 @@ import re
 FILE_NAME = "sizing.ini"
 KEYS = ("default_pool_size", "max_client_conn", "max_db_connections", "reserve_pool_size")
 _LINE = re.compile(r"^\s*([a-z_]+)\s*=\s*(\S+)\s*$")
+_HEADER_GENERATION = re.compile(r"^; poolwarden sizing for .*, generation (\d+)\.", re.M)
 
 
 class SizingError(ValueError):
@@ -75,3 +76,9 @@ def parse(text: str) -> Sizing:
     if missing:
         raise SizingError(f"sizing include is missing {missing}")
     return Sizing(**values)
+
+
+def generation(text: str) -> int:
+    """The generation `render` wrote into the header; 0 when there is none."""
+    match = _HEADER_GENERATION.search(text)
+    return int(match.group(1)) if match else 0

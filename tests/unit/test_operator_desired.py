@@ -91,6 +91,24 @@ def test_only_changed_files_get_a_new_generation():
     assert new["budget-pgbouncer-sizing"].text == old["budget-pgbouncer-sizing"].text
 
 
+def test_a_file_written_before_a_crash_never_gets_its_generation_reused():
+    # The operator wrote generation-1 files, then died before recording them in the status.
+    plan = make_plan()
+    _, files = desired.files("prod", "budget", SPEC, plan, {})
+    written = max(
+        pgbouncer_ini.generation(f.text) if f.key == pgbouncer_ini.FILE_NAME
+        else planfile.parse(f.text).generation
+        for f in files
+    )
+    assert written == 1
+    # Restarted with an empty status, it plans again for new replica counts: the new files
+    # must carry a higher generation than anything the pods may already have read.
+    generation, new_files = desired.files("prod", "budget", SPEC, make_plan(web=8), {}, written)
+    assert generation == 2
+    web = {f.configmap: f for f in new_files}["budget-web-plan"]
+    assert planfile.parse(web.text).generation == 2
+
+
 def test_status_conditions_keep_their_transition_time():
     plan = make_plan()
     generation, files = desired.files("prod", "budget", SPEC, plan, {})

@@ -76,3 +76,10 @@ def test_sizing_rejects_negative_and_bool():
         pgbouncer_ini.Sizing(
             default_pool_size=True, max_db_connections=1, reserve_pool_size=0, max_client_conn=1
         )
+
+
+def test_generation_is_read_back_from_the_header():
+    sizing = pgbouncer_ini.Sizing(default_pool_size=5, max_db_connections=10,
+                                  reserve_pool_size=1, max_client_conn=100)
+    assert pgbouncer_ini.generation(pgbouncer_ini.render(sizing, budget="ns/b", generation=7)) == 7
+    assert pgbouncer_ini.generation("default_pool_size = 5\n") == 0  # no header: unknown
