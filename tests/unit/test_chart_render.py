@@ -530,8 +530,6 @@ def test_operator_runs_once_with_recreate_as_its_own_serviceaccount(defaults):
 
 def test_operator_rbac_binds_the_charts_serviceaccount(defaults):
     bindings = defaults.of_kind("RoleBinding") + defaults.of_kind("ClusterRoleBinding")
-    if not (CHART / "templates" / "operator-rbac.yaml").exists():
-        pytest.skip("templates/operator-rbac.yaml has not landed yet")
     assert bindings, "operator-rbac.yaml renders no binding"
     for b in bindings:
         assert {"kind": "ServiceAccount", "name": OPERATOR, "namespace": NAMESPACE} in [
