@@ -11,10 +11,9 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import devstack
 import pytest
 from test_pgbouncer import show_config, sizing, wait_until
-
-import devstack
 
 
 def fallback(pool: int, max_db: int, *, clients: int = 1000) -> str:
@@ -62,7 +61,8 @@ def limits(bouncer: devstack.Bouncer) -> tuple[str, str]:
 
 
 def test_fallback_file_at_start_then_reloaded_in_place_then_the_operator_file_wins(
-        start_bouncer, stack):
+    start_bouncer, stack
+):
     fb = FallbackDir(stack)
     fb.write(fallback(6, 9))
     bouncer = start_bouncer(**fb.env)
@@ -91,8 +91,7 @@ def test_operator_file_present_at_start_wins_over_the_fallback(start_bouncer, st
     fb.write(fallback(3, 3))
     port = devstack.free_port()
     name = f"pgbouncer-{port}"
-    devstack.Bouncer(stack=stack, name=name, port=port).write_sizing(
-        sizing(8, 11, generation=4))
+    devstack.Bouncer(stack=stack, name=name, port=port).write_sizing(sizing(8, 11, generation=4))
     try:
         bouncer = stack.start_pgbouncer(name=name, port=port, **fb.env)
         assert limits(bouncer) == ("8", "11")
@@ -102,16 +101,20 @@ def test_operator_file_present_at_start_wins_over_the_fallback(start_bouncer, st
 
 
 @pytest.mark.parametrize(
-    "content", ["", "default_pool_size = lots\n", fallback(0, 0)],
-    ids=["missing", "garbage", "zero"])
+    "content",
+    ["", "default_pool_size = lots\n", fallback(0, 0)],
+    ids=["missing", "garbage", "zero"],
+)
 def test_missing_or_unusable_fallback_uses_the_built_in_default_with_one_log_line(
-        content, start_bouncer, stack):
+    content, start_bouncer, stack
+):
     fb = FallbackDir(stack)
     if content:
         fb.write(content)
     # The devstack sets the built-in default's environment override (20/40); drop it here.
-    bouncer = start_bouncer(**fb.env, PGBOUNCER_DEFAULT_POOL_SIZE="1",
-                            PGBOUNCER_MAX_DB_CONNECTIONS="1")
+    bouncer = start_bouncer(
+        **fb.env, PGBOUNCER_DEFAULT_POOL_SIZE="1", PGBOUNCER_MAX_DB_CONNECTIONS="1"
+    )
     assert limits(bouncer) == ("1", "1")
     time.sleep(2.5)  # a few watch rounds: still one line
     assert bouncer.log_text().count("using the built-in default") == 1, bouncer.log_text()
@@ -122,14 +125,22 @@ def test_missing_or_unusable_fallback_uses_the_built_in_default_with_one_log_lin
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"PGBOUNCER_DB_HOST": "127.0.0.1\nmax_db_connections = 0"},
-         "PGBOUNCER_DB_HOST must not contain a newline"),
-        ({"PGBOUNCER_DB_PASSWORD": "pw\n\"pgbouncer_admin\" \"mine\""},
-         "PGBOUNCER_DB_PASSWORD must not contain a newline"),
-        ({"PGBOUNCER_DB_HOST": "127.0.0.1 max_db_connections=0 pool_size=500"},
-         "PGBOUNCER_DB_HOST must be a host name or IP address"),
-        ({"PGBOUNCER_IDLE_TRANSACTION_TIMEOUT": "60 ; x"},
-         "PGBOUNCER_IDLE_TRANSACTION_TIMEOUT must be a whole number"),
+        (
+            {"PGBOUNCER_DB_HOST": "127.0.0.1\nmax_db_connections = 0"},
+            "PGBOUNCER_DB_HOST must not contain a newline",
+        ),
+        (
+            {"PGBOUNCER_DB_PASSWORD": 'pw\n"pgbouncer_admin" "mine"'},
+            "PGBOUNCER_DB_PASSWORD must not contain a newline",
+        ),
+        (
+            {"PGBOUNCER_DB_HOST": "127.0.0.1 max_db_connections=0 pool_size=500"},
+            "PGBOUNCER_DB_HOST must be a host name or IP address",
+        ),
+        (
+            {"PGBOUNCER_IDLE_TRANSACTION_TIMEOUT": "60 ; x"},
+            "PGBOUNCER_IDLE_TRANSACTION_TIMEOUT must be a whole number",
+        ),
     ],
     ids=["newline-host", "newline-password", "host-with-parameters", "timeout-not-a-number"],
 )
@@ -147,23 +158,35 @@ def test_a_value_that_would_rewrite_the_config_stops_startup(env, message, stack
 
 
 def test_idle_transaction_timeout_frees_the_server_connection_a_stuck_transaction_holds(
-        start_bouncer, stack):
+    start_bouncer, stack
+):
     # One server connection in all: a transaction left open would block every other client.
-    bouncer = start_bouncer(PGBOUNCER_DEFAULT_POOL_SIZE="1", PGBOUNCER_MAX_DB_CONNECTIONS="1",
-                            PGBOUNCER_IDLE_TRANSACTION_TIMEOUT="2",
-                            PGBOUNCER_QUERY_WAIT_TIMEOUT="20")
+    bouncer = start_bouncer(
+        PGBOUNCER_DEFAULT_POOL_SIZE="1",
+        PGBOUNCER_MAX_DB_CONNECTIONS="1",
+        PGBOUNCER_IDLE_TRANSACTION_TIMEOUT="2",
+        PGBOUNCER_QUERY_WAIT_TIMEOUT="20",
+    )
     assert show_config(bouncer)["idle_transaction_timeout"] == "2"
     marker = f"stuck-{bouncer.port}"
 
     def stuck_backends() -> int:
-        return int(stack.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
-            f"AND query LIKE '%{marker}%' AND query NOT LIKE '%pg_stat_activity%'").strip())
+        return int(
+            stack.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                f"AND query LIKE '%{marker}%' AND query NOT LIKE '%pg_stat_activity%'"
+            ).strip()
+        )
 
     async def scenario() -> tuple[float, int, int, BaseException | None]:
-        kwargs = dict(host="127.0.0.1", port=bouncer.port, user=devstack.APP_USER,
-                      password=stack.app_password, database=devstack.APP_DB,
-                      statement_cache_size=0)
+        kwargs = dict(
+            host="127.0.0.1",
+            port=bouncer.port,
+            user=devstack.APP_USER,
+            password=stack.app_password,
+            database=devstack.APP_DB,
+            statement_cache_size=0,
+        )
         stuck = await asyncpg.connect(**kwargs)
         other = await asyncpg.connect(**kwargs)
         await stuck.execute("BEGIN")
@@ -187,5 +210,6 @@ def test_idle_transaction_timeout_frees_the_server_connection_a_stuck_transactio
     assert waited < 10, f"the other client waited {waited:.1f}s for the pinned connection"
     assert error is not None, "the idle-in-transaction client was not disconnected"
     assert "idle transaction timeout" in str(error) or isinstance(
-        error, (asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError, OSError)), error
+        error, (asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError, OSError)
+    ), error
     wait_until(lambda: stuck_backends() == 0, "the stuck backend to go")
