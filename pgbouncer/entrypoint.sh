@@ -76,9 +76,9 @@ check_input
 
 # --- rendering (deterministic: same environment, same bytes) ---------------------------------
 
-sed_value() {  # escape a value for the right-hand side of a sed s||| command (check_input
-  # has ruled out newlines; the check here only keeps this function safe on its own)
-  case $1 in *$'\n'*) return 1;; esac
+sed_value() {  # escape a value for the right-hand side of a sed s||| command; newlines, which
+  # sed cannot take there, were ruled out by check_input (in the main shell: a `die` in here
+  # would only leave the command substitution)
   printf '%s' "$1" | sed -e 's/[\\&|]/\\&/g'
 }
 
