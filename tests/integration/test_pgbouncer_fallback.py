@@ -6,6 +6,8 @@ server connection pinned by a transaction left open."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -13,7 +15,11 @@ from pathlib import Path
 import asyncpg
 import devstack
 import pytest
+import yaml
 from test_pgbouncer import show_config, sizing, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+HELM = Path(os.environ.get("HELM", REPO / ".tools" / "bin" / "helm"))
 
 
 def fallback(pool: int, max_db: int, *, clients: int = 1000) -> str:
@@ -84,6 +90,36 @@ def test_fallback_file_at_start_then_reloaded_in_place_then_the_operator_file_wi
     time.sleep(2.5)  # a few watch rounds
     assert limits(bouncer) == ("12", "15")
     assert pgbouncer_pids(bouncer) == [pid]
+
+
+@pytest.mark.skipif(not HELM.exists(), reason=f"helm not found at {HELM}: run `make tools`")
+def test_the_charts_rendered_fallback_configmap_is_what_pgbouncer_runs_with(start_bouncer, stack):
+    out = subprocess.run(
+        [
+            str(HELM),
+            "template",
+            "pw",
+            str(REPO / "charts" / "poolwarden"),
+            "-s",
+            "templates/pgbouncer-fallback-configmap.yaml",
+            "--set",
+            "pgbouncer.replicaCount=3,postgresql.maxConnections=50,budget.reserved=5",
+            "--set",
+            "budget.maxClientConn=250",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    fb = FallbackDir(stack)
+    fb.write(yaml.safe_load(out)["data"]["sizing.ini"])
+    bouncer = start_bouncer(**fb.env)
+    config = show_config(bouncer)
+    # (50 - 5) // (3 + 1) = 11 per pod
+    assert (config["default_pool_size"], config["max_db_connections"]) == ("11", "11")
+    assert (config["reserve_pool_size"], config["max_client_conn"]) == ("0", "250")
+    assert "sizing (fallback file)" in bouncer.log_text()
 
 
 def test_operator_file_present_at_start_wins_over_the_fallback(start_bouncer, stack):
