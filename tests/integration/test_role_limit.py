@@ -1,0 +1,325 @@
+"""PostgreSQL itself enforces the budget: the consumers' role has CONNECTION LIMIT = budget.
+
+A PostgreSQL of its own (max_connections 30, reserved 10: budget 20) whose app role is made by
+the chart's db-role.sh, behind three PgBouncers each allowed max_db_connections 10: 30 server
+connections planned against a budget of 20, as when more PgBouncer pods run than the plan
+counted (a scale past the surge with the operator down, terminating pods). 66 clients loop
+`SELECT pg_sleep(0.2)` through all three while `pg_stat_activity` is sampled every 0.2 s and a
+superuser opens a fresh connection to PostgreSQL every second.
+
+The same body runs with the role as the chart made it before (a superuser without a limit): the
+peak then exceeds the budget, so the assertion on the limited role can fail.
+
+db-role.sh itself is checked against this server in both modes: `ensure` (as the superuser:
+creates, repairs, and is a no-op when nothing differs) and `check` (as the role: a missing or
+too-high limit or a superuser role fails with the statement to run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools" / "devstack"))
+import devstack  # noqa: E402
+
+MAX_CONNECTIONS = 30
+RESERVED = 10
+BUDGET = MAX_CONNECTIONS - RESERVED
+BOUNCERS = 3
+PER_BOUNCER = 10  # 3 x 10 = 30 > 20: more PgBouncer capacity than the budget
+CLIENTS = 66
+SECONDS = 10.0
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
+    if not (devstack.ROOT / ".poolwarden-rootfs").exists():
+        pytest.skip(
+            f"integration tier needs PostgreSQL 17 + PgBouncer 1.24 in {devstack.ROOT}: "
+            "run `make dev-deps`"
+        )
+    st = devstack.Stack(
+        state=tmp_path_factory.mktemp("role-limit"),
+        pg_port=devstack.free_port(),
+        bouncer_port=devstack.free_port(),
+        app_port=devstack.free_port(),
+    )
+    try:
+        st.start_postgres(max_connections=MAX_CONNECTIONS, reserved=RESERVED)
+        for _ in range(BOUNCERS):
+            port = devstack.free_port()
+            st.start_pgbouncer(
+                name=f"pgbouncer-{port}",
+                port=port,
+                PGBOUNCER_DEFAULT_POOL_SIZE=str(PER_BOUNCER),
+                PGBOUNCER_MAX_DB_CONNECTIONS=str(PER_BOUNCER),
+                PGBOUNCER_QUERY_WAIT_TIMEOUT="5",
+            )
+        yield st
+    finally:
+        devstack.stop(st)
+
+
+def bouncer_ports(st: devstack.Stack) -> list[int]:
+    return [int(name.split("-")[1]) for name in st.pids if name.startswith("pgbouncer-")]
+
+
+@dataclasses.dataclass
+class Outcome:
+    peak: int = 0
+    samples: int = 0
+    over_budget_samples: int = 0
+    queries_ok: int = 0
+    client_errors: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    admin_connects: int = 0
+    admin_failures: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    longest_admin_gap: float = 0.0
+
+    def report(self, label: str) -> str:
+        return (
+            f"{label}: peak {self.peak} of budget {BUDGET} over {self.samples} samples "
+            f"({self.over_budget_samples} over); {self.queries_ok} queries ok; client errors "
+            f"{dict(self.client_errors)}; superuser connects {self.admin_connects} ok, "
+            f"failures {dict(self.admin_failures)}, longest gap {self.longest_admin_gap:.2f}s"
+        )
+
+
+def first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+async def drive(st: devstack.Stack) -> Outcome:
+    out = Outcome()
+    deadline = time.monotonic() + SECONDS
+    ports = bouncer_ports(st)
+    assert len(ports) == BOUNCERS
+    superuser = dict(
+        host="127.0.0.1",
+        port=st.pg_port,
+        user="postgres",
+        password=st.superuser_password,
+        database="postgres",
+    )
+
+    async def client(i: int) -> None:
+        conn = None
+        while time.monotonic() < deadline:
+            try:
+                if conn is None:
+                    conn = await asyncpg.connect(
+                        host="127.0.0.1",
+                        port=ports[i % BOUNCERS],
+                        user=devstack.APP_USER,
+                        password=st.app_password,
+                        database=devstack.APP_DB,
+                        timeout=10,
+                    )
+                await conn.execute("SELECT pg_sleep(0.2)")
+                out.queries_ok += 1
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                out.client_errors[first_line(exc)] += 1
+                if conn is not None:
+                    conn.terminate()
+                    conn = None
+                await asyncio.sleep(0.2)
+        if conn is not None:
+            await conn.close()
+
+    async def sample() -> None:
+        conn = await asyncpg.connect(**superuser)
+        try:
+            while time.monotonic() < deadline:
+                n = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 "
+                    "AND backend_type = 'client backend'",
+                    devstack.APP_USER,
+                )
+                out.samples += 1
+                out.peak = max(out.peak, n)
+                out.over_budget_samples += n > BUDGET
+                await asyncio.sleep(0.2)
+        finally:
+            await conn.close()
+
+    async def admin() -> None:
+        last_ok = time.monotonic()
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                conn = await asyncpg.connect(**superuser, timeout=5)
+                await conn.fetchval("SELECT 1")
+                await conn.close()
+                out.admin_connects += 1
+                out.longest_admin_gap = max(out.longest_admin_gap, time.monotonic() - last_ok)
+                last_ok = time.monotonic()
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                out.admin_failures[first_line(exc)] += 1
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+        out.longest_admin_gap = max(out.longest_admin_gap, time.monotonic() - last_ok)
+
+    await asyncio.gather(sample(), admin(), *(client(i) for i in range(CLIENTS)))
+    return out
+
+
+def settle(st: devstack.Stack) -> None:
+    """Close every server connection the PgBouncers hold, so each run starts from none."""
+    for port in bouncer_ports(st):
+        devstack.Bouncer(stack=st, name=f"pgbouncer-{port}", port=port).admin("RECONNECT")
+    deadline = time.monotonic() + 30
+    while (
+        int(
+            st.psql(
+                f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{devstack.APP_USER}'"
+            ).strip()
+        )
+        > 0
+    ):
+        assert time.monotonic() < deadline, "server connections of the role did not close"
+        time.sleep(0.2)
+
+
+def test_the_role_limit_holds_the_budget_with_more_pgbouncers_than_planned(db):
+    assert (
+        db.psql(
+            f"SELECT rolsuper, rolconnlimit FROM pg_roles WHERE rolname = '{devstack.APP_USER}'"
+        ).strip()
+        == f"f,{BUDGET}"
+    )
+    settle(db)
+    out = asyncio.run(drive(db))
+    sys.stdout.write(out.report("role limit at the budget") + "\n")
+    assert out.peak <= BUDGET, out.report("over budget")
+    assert out.peak >= BUDGET - 2, out.report("the load never reached the budget")
+    assert out.queries_ok > 0
+    # admins keep `reserved`: a fresh superuser connection works every second throughout
+    assert not out.admin_failures, out.report("admins locked out")
+    assert out.admin_connects >= SECONDS - 2
+    assert out.longest_admin_gap < 2.5, out.report("admins waited")
+
+
+def test_without_the_role_limit_the_same_load_takes_the_role_past_the_budget(db):
+    """The chart's role before: the image's superuser, no CONNECTION LIMIT."""
+    db.psql(f"ALTER ROLE {devstack.APP_USER} SUPERUSER CONNECTION LIMIT -1", db="postgres")
+    try:
+        settle(db)
+        out = asyncio.run(drive(db))
+        sys.stdout.write(out.report("no role limit (superuser role)") + "\n")
+        assert out.peak > BUDGET, out.report("the scenario does not overcommit")
+    finally:
+        res = db.db_role(
+            "ensure",
+            "--once",
+            role=devstack.APP_USER,
+            database=devstack.APP_DB,
+            connection_limit=BUDGET,
+        )
+        assert res.returncode == 0, res.stderr
+        settle(db)
+
+
+# --- db-role.sh in both modes on this server ------------------------------------------------------
+
+
+def check_as_role(db: devstack.Stack, limit: int = BUDGET):
+    return db.db_role(
+        "check",
+        role=devstack.APP_USER,
+        database=devstack.APP_DB,
+        connection_limit=limit,
+        user=devstack.APP_USER,
+        login_password=db.app_password,
+        name="db-role-check",
+    )
+
+
+def ensure(db: devstack.Stack, **kw):
+    args = dict(role=devstack.APP_USER, database=devstack.APP_DB, connection_limit=BUDGET)
+    args.update(kw)
+    return db.db_role("ensure", "--once", **args)
+
+
+def test_check_passes_on_the_limited_role_and_fails_with_the_statement_otherwise(db):
+    ok = check_as_role(db)
+    assert ok.returncode == 0, ok.stderr
+    assert f"CONNECTION LIMIT {BUDGET} (budget {BUDGET})" in ok.stderr
+    cases = [
+        (
+            "CONNECTION LIMIT -1",
+            "has no CONNECTION LIMIT",
+            f'ALTER ROLE "{devstack.APP_USER}" CONNECTION LIMIT {BUDGET};',
+        ),
+        (
+            f"CONNECTION LIMIT {BUDGET + 5}",
+            f"CONNECTION LIMIT {BUDGET + 5}, above the budget",
+            f'ALTER ROLE "{devstack.APP_USER}" CONNECTION LIMIT {BUDGET};',
+        ),
+        (
+            f"SUPERUSER CONNECTION LIMIT {BUDGET}",
+            "is a superuser",
+            f'ALTER ROLE "{devstack.APP_USER}" NOSUPERUSER CONNECTION LIMIT {BUDGET};',
+        ),
+    ]
+    try:
+        for change, reason, statement in cases:
+            db.psql(f"ALTER ROLE {devstack.APP_USER} {change}", db="postgres")
+            res = check_as_role(db)
+            assert res.returncode == 1, (change, res.stderr)
+            assert reason in res.stderr, (change, res.stderr)
+            assert statement in res.stderr, (change, res.stderr)
+            assert ensure(db).returncode == 0
+        # a lower limit is safe: a note, not a failure
+        assert check_as_role(db, limit=BUDGET + 5).returncode == 0
+    finally:
+        assert ensure(db).returncode == 0
+
+
+def test_ensure_repairs_drift_and_is_a_no_op_when_nothing_differs(db):
+    again = ensure(db, password=db.app_password)
+    assert again.returncode == 0, again.stderr
+    assert "password set" in again.stderr  # a fresh run sets the password once
+    quiet = db.db_role(
+        "ensure",
+        "--once",
+        role=devstack.APP_USER,
+        database=devstack.APP_DB,
+        connection_limit=BUDGET,
+    )
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr  # nothing to change
+
+    db.psql(f"ALTER ROLE {devstack.APP_USER} SUPERUSER CONNECTION LIMIT -1", db="postgres")
+    db.psql(
+        f"ALTER ROLE {devstack.APP_USER} RESET idle_in_transaction_session_timeout", db="postgres"
+    )
+    db.psql(f"ALTER DATABASE {devstack.APP_DB} OWNER TO postgres", db="postgres")
+    fixed = ensure(db)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "super=t" in fixed.stderr and f"limit={BUDGET}" in fixed.stderr, fixed.stderr
+    row = db.psql(
+        "SELECT r.rolsuper, r.rolconnlimit, pg_get_userbyid(d.datdba), r.rolconfig "
+        "FROM pg_roles r, pg_database d "
+        f"WHERE r.rolname = '{devstack.APP_USER}' AND d.datname = '{devstack.APP_DB}'",
+        db="postgres",
+    ).strip()
+    assert row.startswith(f"f,{BUDGET},{devstack.APP_USER},"), row
+    assert "idle_in_transaction_session_timeout=60s" in row, row
+
+    # the budget changes (budget.reserved raised): the limit follows on the next run
+    lowered = ensure(db, connection_limit=BUDGET - 5)
+    assert f"limit={BUDGET - 5}" in lowered.stderr, lowered.stderr
+    assert db.psql(
+        f"SELECT rolconnlimit FROM pg_roles WHERE rolname = '{devstack.APP_USER}'"
+    ).strip() == str(BUDGET - 5)
+    assert ensure(db).returncode == 0
+
+    bad = ensure(db, connection_limit=0)
+    assert bad.returncode == 2 and "connection_limit '0' must be a positive integer" in bad.stderr
