@@ -34,7 +34,7 @@ export PGAPPNAME=${PGAPPNAME:-poolwarden-db-role}
 
 # --- the wanted state ---------------------------------------------------------------------------
 
-read_config() {  # sets role database limit idle; fails naming the bad line
+read_config() {  # read_config [ensure]: sets role database limit idle; fails naming the bad value
   local key value
   role="" database="" limit="" idle=""
   [ -r "$config" ] || die "config file $config is missing or unreadable"
@@ -48,10 +48,12 @@ read_config() {  # sets role database limit idle; fails naming the bad line
       *) die "$config: unknown key '$key' (allowed: role, database, connection_limit, idle_in_transaction_session_timeout)" ;;
     esac
   done <"$config"
-  [[ $role =~ ^[A-Za-z_][A-Za-z0-9_]{0,62}$ ]] || die "$config: role '$role' is not a plain identifier"
-  [[ $database =~ ^[A-Za-z_][A-Za-z0-9_]{0,62}$ ]] || die "$config: database '$database' is not a plain identifier"
+  [[ $role =~ ^[A-Za-z_][A-Za-z0-9_.@-]{0,62}$ ]] || die "$config: role '$role' is not a role name (letters, digits, _ . @ -)"
+  [[ $database =~ ^[A-Za-z_][A-Za-z0-9_-]{0,62}$ ]] || die "$config: database '$database' is not a database name (letters, digits, _ -)"
   [[ $limit =~ ^[1-9][0-9]{0,5}$ ]] || die "$config: connection_limit '$limit' must be a positive integer (the budget)"
-  [[ $idle =~ ^[0-9]{1,6}$ ]] || die "$config: idle_in_transaction_session_timeout '$idle' must be whole seconds (0 = off)"
+  if [ "${1:-}" = ensure ] && ! [[ $idle =~ ^[0-9]{1,6}$ ]]; then
+    die "$config: idle_in_transaction_session_timeout '$idle' must be whole seconds (0 = off)"
+  fi
 }
 
 wanted_state() {  # the role as `role_state` reports it once applied
@@ -123,7 +125,7 @@ password_sum_file() { echo "$state_dir/password.sha256"; }
 
 ensure_round() {  # one pass: apply what differs, record what was applied
   local password="" password_sum="" applied_sum="" current wanted
-  read_config
+  read_config ensure
   mkdir -p "$state_dir"
   if [ -n "${PGROLE_PASSWORD_FILE:-}" ]; then
     password=$(cat "$PGROLE_PASSWORD_FILE")
