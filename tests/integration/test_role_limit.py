@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -323,3 +324,56 @@ def test_ensure_repairs_drift_and_is_a_no_op_when_nothing_differs(db):
 
     bad = ensure(db, connection_limit=0)
     assert bad.returncode == 2 and "connection_limit '0' must be a positive integer" in bad.stderr
+
+
+def test_the_sidecar_loop_reapplies_a_changed_config_and_is_ready_only_when_applied(db):
+    """`ensure` as the PostgreSQL pod's db-role sidecar runs it: a loop reading role.conf."""
+    name = "db-role-loop"
+    args = dict(role=devstack.APP_USER, database=devstack.APP_DB, name=name)
+
+    def ready() -> bool:
+        cmd, env = db.db_role_command("ready", connection_limit=limit, **args)
+        return subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+
+    def wait(check, what: str) -> None:
+        deadline = time.monotonic() + 15
+        while not check():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.2)
+
+    def limit_now() -> int:
+        return int(
+            db.psql(
+                f"SELECT rolconnlimit FROM pg_roles WHERE rolname = '{devstack.APP_USER}'"
+            ).strip()
+        )
+
+    limit = BUDGET
+    cmd, env = db.db_role_command(
+        "ensure", connection_limit=limit, password=db.app_password, **args
+    )
+    env["PGROLE_INTERVAL"] = "2"
+    log = db.state / name / "loop.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait(ready, "the first apply")
+        # budget.reserved raised by a helm upgrade: only the mounted file changes
+        limit = BUDGET - 4
+        db.db_role_command("ensure", connection_limit=limit, **args)
+        wait(lambda: limit_now() == limit, "the new limit")
+        wait(ready, "ready with the new limit")
+        # drift by hand is repaired by the periodic pass (PGROLE_INTERVAL)
+        db.psql(f"ALTER ROLE {devstack.APP_USER} CONNECTION LIMIT -1", db="postgres")
+        wait(lambda: limit_now() == limit, "the repaired limit")
+        assert proc.poll() is None
+        lines = [line for line in log.read_text().splitlines() if "role app:" in line]
+        # one line per change: created/password, the new limit, the repair; nothing in between
+        assert len(lines) == 3, lines
+        assert "(password set)" in lines[0]
+        assert f"limit={BUDGET} " in lines[1] and "now" in lines[1]
+        assert "limit=-1" in lines[2]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        assert ensure(db).returncode == 0

@@ -250,21 +250,29 @@ class Stack:
         # PgBouncer cannot pass `jit` through (PostgreSQL does not report it): set it per role.
         self.psql(f"ALTER ROLE {APP_USER} SET jit = off", db="postgres")
 
-    def db_role(self, *args: str, role: str, database: str, connection_limit: int,
-                password: str | None = None, user: str = "postgres",
-                login_password: str | None = None,
-                idle_timeout: int = IDLE_IN_TRANSACTION_TIMEOUT,
-                name: str = "db-role") -> subprocess.CompletedProcess:
+    def db_role(self, *args: str, **config) -> subprocess.CompletedProcess:
         """Run the chart's db-role.sh (`ensure --once` as the superuser, `check` as the role)
         from the trixie root, with its config file in the state dir; returns the process."""
+        cmd, env = self.db_role_command(*args, **config)
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+    def db_role_command(self, *args: str, role: str, database: str, connection_limit: int,
+                        password: str | None = None, user: str = "postgres",
+                        login_password: str | None = None,
+                        idle_timeout: int = IDLE_IN_TRANSACTION_TIMEOUT,
+                        name: str = "db-role") -> tuple[list[str], dict[str, str]]:
+        """The command line and environment of db-role.sh ARGS; writes role.conf (and the
+        role's password file) to STATE/NAME, where the script and its state live."""
         uid, gid = root_user_ids()
         work = self.state / name
         work.mkdir(parents=True, exist_ok=True)
         os.chown(work, uid, gid)
         (work / "db-role.sh").write_text(DB_ROLE_SCRIPT.read_text())
-        (work / "role.conf").write_text(
+        conf = work / ".role.conf.tmp"  # replaced atomically, as the kubelet does
+        conf.write_text(
             f"role={role}\ndatabase={database}\nconnection_limit={connection_limit}\n"
             f"idle_in_transaction_session_timeout={idle_timeout}\n")
+        conf.replace(work / "role.conf")
         env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(self.pg_port), PGUSER=user,
                    PGPASSWORD=login_password or self.superuser_password,
                    PGDATABASE="postgres" if args[0] == "ensure" else database,
@@ -276,8 +284,7 @@ class Stack:
             os.chown(pwfile, uid, gid)
             pwfile.chmod(0o600)
             env["PGROLE_PASSWORD_FILE"] = f"/mnt/state/{name}/password"
-        return subprocess.run(self.chroot_cmd("bash", f"/mnt/state/{name}/db-role.sh", *args),
-                              env=env, capture_output=True, text=True, timeout=120)
+        return self.chroot_cmd("bash", f"/mnt/state/{name}/db-role.sh", *args), env
 
     # -- PgBouncer ------------------------------------------------------------------------
     def bouncer_env(self, name: str = "pgbouncer", port: int | None = None,
