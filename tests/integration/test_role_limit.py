@@ -377,3 +377,41 @@ def test_the_sidecar_loop_reapplies_a_changed_config_and_is_ready_only_when_appl
         proc.terminate()
         proc.wait(timeout=10)
         assert ensure(db).returncode == 0
+
+
+def test_ensure_adopts_a_data_directory_whose_superuser_was_the_app_role(tmp_path):
+    """A release from before: initdb made the app role the superuser; no `postgres` role."""
+    (tmp_path / "old").mkdir()
+    old = devstack.Stack(
+        state=tmp_path / "old",
+        pg_port=devstack.free_port(),
+        bouncer_port=devstack.free_port(),
+        app_port=devstack.free_port(),
+    )
+    try:
+        old.start_postgres(max_connections=MAX_CONNECTIONS, reserved=RESERVED)
+        old.psql(f"ALTER ROLE {devstack.APP_USER} SUPERUSER CONNECTION LIMIT -1", db="postgres")
+        old.psql(
+            "ALTER ROLE postgres RENAME TO initdb_user",
+            user=devstack.APP_USER,
+            password=old.app_password,
+            db="postgres",
+        )
+        res = old.db_role(
+            "ensure",
+            "--once",
+            role=devstack.APP_USER,
+            database=devstack.APP_DB,
+            connection_limit=BUDGET,
+            password=old.app_password,
+        )
+        assert res.returncode == 0, res.stderr
+        assert "superuser postgres created" in res.stderr, res.stderr
+        rows = old.psql(
+            "SELECT rolname, rolsuper, rolconnlimit FROM pg_roles "
+            f"WHERE rolname IN ('postgres', '{devstack.APP_USER}') ORDER BY rolname",
+            db="postgres",
+        ).split()
+        assert rows == [f"{devstack.APP_USER},f,{BUDGET}", "postgres,t,-1"], rows
+    finally:
+        devstack.stop(old)

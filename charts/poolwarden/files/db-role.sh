@@ -95,9 +95,34 @@ superuser_password() {
   fi
 }
 
+adopt_superuser() {  # a data directory from before: the app role is the superuser, no `postgres`
+  local superuser=${PGUSER:-postgres} superuser_password=${PGPASSWORD:-} role_password
+  [ -n "${PGROLE_PASSWORD_FILE:-}" ] && [ -z "${adopted:-}" ] || return 1
+  adopted=1  # once per start: never a loop of password changes
+  read_config ensure
+  [ "$role" != "$superuser" ] || return 1
+  role_password=$(cat "$PGROLE_PASSWORD_FILE")
+  # Fails (and changes nothing) unless the app role can log in and is a superuser.
+  PGUSER=$role PGPASSWORD=$role_password PGROLE_NEW_PASSWORD=$superuser_password \
+    q -d postgres -v superuser="$superuser" >/dev/null 2>&1 <<'SQL' || return 1
+SELECT rolsuper AS app_is_superuser FROM pg_roles WHERE rolname = current_user \gset
+\if :app_is_superuser
+\getenv password PGROLE_NEW_PASSWORD
+SELECT format('CREATE ROLE %I SUPERUSER LOGIN', :'superuser') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'superuser') \gexec
+ALTER ROLE :"superuser" WITH SUPERUSER LOGIN PASSWORD :'password';
+\else
+SELECT 1/0;
+\endif
+SQL
+  log "superuser $superuser created with the Secret's password, by the app role $role (a superuser until now)"
+}
+
 wait_for_server() {
   local deadline=$((SECONDS + wait_seconds)) out
   until out=$("$psql" -X -q -At -d postgres -c 'SELECT 1' 2>&1); do
+    case $out in
+      *"password authentication failed"*|*"does not exist"*) adopt_superuser && continue ;;
+    esac
     if [ $SECONDS -ge $deadline ]; then
       die "PostgreSQL at ${PGHOST:-localhost}:${PGPORT:-5432} did not accept ${PGUSER:-postgres} within ${wait_seconds}s: $out"
     fi
