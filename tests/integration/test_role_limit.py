@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import os
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools" / "devstack"))
@@ -415,3 +417,160 @@ def test_ensure_adopts_a_data_directory_whose_superuser_was_the_app_role(tmp_pat
         assert rows == [f"{devstack.APP_USER},f,{BUDGET}", "postgres,t,-1"], rows
     finally:
         devstack.stop(old)
+
+
+# --- the chart as rendered, on the offline stand-in image's entrypoint ----------------------------
+
+HELM = REPO / ".tools" / "bin" / "helm"
+
+
+def render_database_side(**sets: str) -> dict:
+    """The PostgreSQL pod's two containers and the db-role ConfigMap, as `helm template` renders."""
+    args = [str(HELM), "template", "pw", str(REPO / "charts" / "poolwarden")]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    docs = [d for d in yaml.safe_load_all(subprocess.check_output(args, text=True)) if d]
+    [sts] = [d for d in docs if d["kind"] == "StatefulSet"]
+    [cm] = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-db-role")
+    ]
+    containers = {c["name"]: c for c in sts["spec"]["template"]["spec"]["containers"]}
+    return {
+        "server": containers["postgresql"],
+        "sidecar": containers["db-role"],
+        "files": cm["data"],
+    }
+
+
+@pytest.mark.skipif(not HELM.exists(), reason=f"helm not found at {HELM}")
+def test_the_rendered_sidecar_on_the_stand_in_entrypoint_applies_and_follows_the_budget(tmp_path):
+    """postgres/entrypoint.sh with the chart's env (POSTGRES_USER=postgres), the db-role sidecar
+    with the chart's command, env and mounted files; then a `helm upgrade` of budget.reserved."""
+    if not (devstack.ROOT / ".poolwarden-rootfs").exists():
+        pytest.skip("needs the trixie root: run `make dev-deps`")
+    secrets = {"password": "app-pw-rendered", "postgres-password": "su-pw-rendered"}
+    sets = {
+        "postgresql.auth.password": secrets["password"],
+        "postgresql.auth.postgresPassword": secrets["postgres-password"],
+        "budget.reserved": "15",
+    }
+    pod = render_database_side(**sets)
+    state = tmp_path / "pod"
+    state.mkdir()
+    st = devstack.Stack(
+        state=state,
+        pg_port=devstack.free_port(),
+        bouncer_port=devstack.free_port(),
+        app_port=devstack.free_port(),
+        superuser_password=secrets["postgres-password"],
+    )
+    uid, gid = devstack.root_user_ids()
+    os.chown(state, uid, gid)
+    mounts = {  # the pod's mounts, as directories of the state dir (/mnt/state in the root)
+        "/etc/poolwarden/db-role": "db-role",
+        "/etc/poolwarden/db-secret": "db-secret",
+        "/var/run/poolwarden-db-role": "db-role-state",
+    }
+    for sub in mounts.values():
+        (state / sub).mkdir()
+        os.chown(state / sub, uid, gid)
+
+    def write_files(files: dict[str, str]) -> None:
+        for key, text in files.items():
+            tmp = state / "db-role" / f".{key}.tmp"
+            tmp.write_text(text)
+            tmp.replace(state / "db-role" / key)  # atomically, as the kubelet swaps a ConfigMap
+
+    write_files(pod["files"])
+    for key, value in secrets.items():
+        (state / "db-secret" / key).write_text(value)
+        os.chown(state / "db-secret" / key, uid, gid)
+    (state / "entrypoint.sh").write_text((REPO / "postgres" / "entrypoint.sh").read_text())
+
+    def mapped(value: str) -> str:
+        for path, sub in mounts.items():
+            value = value.replace(path, f"/mnt/state/{sub}")
+        return value
+
+    def env_of(c: dict) -> dict[str, str]:
+        env = {}
+        for e in c["env"]:
+            if "value" in e:
+                env[e["name"]] = mapped(e["value"])
+            else:
+                env[e["name"]] = secrets[e["valueFrom"]["secretKeyRef"]["key"]]
+        return env
+
+    server_env = env_of(pod["server"])
+    assert server_env["POSTGRES_USER"] == "postgres"
+    server_env.update(PGDATA="/mnt/state/data/pgdata")
+    sidecar_env = env_of(pod["sidecar"])
+    sidecar_env.update(PGPORT=str(st.pg_port))
+    try:
+        args = [
+            *pod["server"]["args"],
+            "-c",
+            f"port={st.pg_port}",
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=/mnt/state",
+        ]
+        st._spawn(
+            "postgres",
+            st.chroot_cmd("bash", "/mnt/state/entrypoint.sh", *args),
+            env=dict(os.environ, **server_env),
+        )
+        sidecar_cmd = [mapped(a) for a in pod["sidecar"]["command"]]
+        st._spawn("db-role", st.chroot_cmd(*sidecar_cmd), env=dict(os.environ, **sidecar_env))
+        probe = [mapped(a) for a in pod["sidecar"]["readinessProbe"]["exec"]["command"]]
+
+        def ready() -> bool:
+            cmd = st.chroot_cmd(*probe)
+            return subprocess.run(cmd, env=dict(os.environ, **sidecar_env)).returncode == 0
+
+        def wait(check, what: str, timeout: float = 60) -> None:
+            deadline = time.monotonic() + timeout
+            while not check():
+                log = st.log_file("db-role").read_text(errors="replace")
+                assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{log}"
+                time.sleep(0.5)
+
+        wait(ready, "the sidecar's first apply")
+        role = st.psql(
+            "SELECT r.rolsuper, r.rolconnlimit, pg_get_userbyid(d.datdba) FROM pg_roles r, "
+            "pg_database d WHERE r.rolname = 'poolwarden' AND d.datname = 'poolwarden'",
+            db="postgres",
+        ).strip()
+        assert role == "f,85,poolwarden", role  # 100 - 15
+        # the app's role logs in with its password, and can create its tables (owner, PG 17)
+        st.psql(
+            "CREATE TABLE t (id int)",
+            user="poolwarden",
+            password=secrets["password"],
+            db="poolwarden",
+        )
+
+        # helm upgrade --set budget.reserved=25: only the ConfigMap changes
+        upgraded = render_database_side(**{**sets, "budget.reserved": "25"})
+        assert upgraded["sidecar"] == pod["sidecar"] and upgraded["server"] == pod["server"]
+        write_files(upgraded["files"])
+        wait(
+            lambda: (
+                st.psql(
+                    "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'poolwarden'", db="postgres"
+                ).strip()
+                == "75"
+            ),
+            "the new limit",
+        )
+        wait(ready, "ready with the new limit")
+        assert st.procs["postgres"].poll() is None  # PostgreSQL was not restarted
+        lines = [
+            line
+            for line in st.log_file("db-role").read_text().splitlines()
+            if "role poolwarden:" in line
+        ]
+        assert len(lines) == 2, lines
+    finally:
+        devstack.stop(st)
