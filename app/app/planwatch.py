@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import stat
 from pathlib import Path
 
@@ -103,15 +104,20 @@ class PlanWatcher:
 
         A watch holds the directory it started on: removed and recreated, renamed away or
         remounted, the path names another one and the watch would never see an event again.
-        So the path is checked after every event and every RECHECK_MS without one.
+        So after every event, and every RECHECK_MS without one, the watch ends when the
+        directory itself was deleted (a new one may reuse the inode number) or the path names
+        another directory or none.
         """
         await self._apply(pools)  # catch up on anything written before the watch
-        async for _changes in watchfiles.awatch(
+        here = os.path.abspath(directory)
+        async for changes in watchfiles.awatch(
                 directory, stop_event=stop, force_polling=self.poll, poll_delay_ms=500,
                 debounce=200, step=50, rust_timeout=RECHECK_MS, yield_on_timeout=True,
                 ignore_permission_denied=True):
             await self._apply(pools)
-            if directory_identity(directory) != watched:
+            deleted = any(change == watchfiles.Change.deleted and os.path.abspath(path) == here
+                          for change, path in changes)
+            if deleted or directory_identity(directory) != watched:
                 log.warning("plan directory %s was replaced or removed: watching it anew",
                             directory)
                 return

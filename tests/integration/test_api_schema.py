@@ -43,24 +43,38 @@ def test_schemathesis_finds_no_failure_on_the_real_stack(start_app, tmp_path):
     app = start_app(workers=2)
     report = tmp_path / "report"
     cmd = [
-        str(ST), "run", f"{app.url}/openapi.json",
-        "--checks", "all",
-        "--max-examples", str(MAX_EXAMPLES), "--continue-on-failure",
-        "--seed", str(SEED),
-        "--generation-database", "none",
-        "--workers", "2",
-        "--request-timeout", "15",
+        str(ST),
+        "run",
+        f"{app.url}/openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--continue-on-failure",
+        "--seed",
+        str(SEED),
+        "--generation-database",
+        "none",
+        "--workers",
+        "2",
+        "--request-timeout",
+        "15",
         "--no-color",
-        "--report", "junit",
-        "--report-dir", str(report),
+        "--report",
+        "junit",
+        "--report-dir",
+        str(report),
     ]
     started = time.monotonic()
     try:
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=HARD_STOP_SECONDS,
-                             cwd=tmp_path)
+        run = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=HARD_STOP_SECONDS, cwd=tmp_path
+        )
     except subprocess.TimeoutExpired as expired:
-        raise AssertionError(f"schemathesis still running after {HARD_STOP_SECONDS}s:\n"
-                             f"{(expired.stdout or b'')[-4000:]!r}") from None
+        raise AssertionError(
+            f"schemathesis still running after {HARD_STOP_SECONDS}s:\n"
+            f"{(expired.stdout or b'')[-4000:]!r}"
+        ) from None
     elapsed = time.monotonic() - started
     output = run.stdout + run.stderr
     print(f"schemathesis: {elapsed:.1f}s, exit {run.returncode}\n{output[-3000:]}")  # noqa: T201
@@ -88,12 +102,14 @@ def test_what_postgresql_cannot_store_is_a_422_not_a_500(start_app, stack):
             "id below bigint": client.get(f"/items/{-big - 1}"),
             "NUL in name": client.post("/items", json={"name": "a\x00b"}),
             "NUL in note": client.post("/items", json={"name": "a", "note": "\x00"}),
-            "lone surrogate in name": client.post("/items", content=b'{"name": "\\ud800"}',
-                                                  headers=json_body),
+            "lone surrogate in name": client.post(
+                "/items", content=b'{"name": "\\ud800"}', headers=json_body
+            ),
         }
         answers = {case: (r.status_code, r.text[:200]) for case, r in rejected.items()}
         assert {case: status for case, (status, _) in answers.items()} == dict.fromkeys(
-            rejected, 422), answers
+            rejected, 422
+        ), answers
         nul = rejected["NUL in name"].json()["detail"][0]
         assert nul["loc"] == ["body", "name"] and "NUL" in nul["msg"], nul
 

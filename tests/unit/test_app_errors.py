@@ -10,8 +10,12 @@ from app import errors, main
 
 APP = main.create_app()
 PATHS = APP.openapi()["paths"]
-SESSION_OPERATIONS = [("post", "/items"), ("get", "/items"), ("get", "/items/{item_id}"),
-                      ("get", "/probe/{variant}")]
+SESSION_OPERATIONS = [
+    ("post", "/items"),
+    ("get", "/items"),
+    ("get", "/items/{item_id}"),
+    ("get", "/probe/{variant}"),
+]
 
 
 @pytest.mark.parametrize(("method", "path"), SESSION_OPERATIONS)
@@ -40,8 +44,10 @@ def test_allowed_methods_joins_the_routes_of_one_path():
     assert errors.allowed_methods(PATHS, "/nowhere") == []
 
 
-@pytest.mark.parametrize(("method", "path", "allow"), [
-    ("OPTIONS", "/items", "GET, POST"), ("DELETE", "/items/1", "GET"), ("PUT", "/pool", "GET")])
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [("OPTIONS", "/items", "GET, POST"), ("DELETE", "/items/1", "GET"), ("PUT", "/pool", "GET")],
+)
 async def test_405_names_every_method_of_the_path(method, path, allow):
     transport = httpx.ASGITransport(app=APP)
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:

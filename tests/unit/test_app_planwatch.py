@@ -97,6 +97,10 @@ async def test_watch_survives_its_directory_being_replaced(tmp_path, how):
         assert await wait_until(lambda: pools.current.plan.generation == 3, timeout=10), (
             f"plan in use: {pools.status()}")
         assert pools.current.plan.pool_size == 4 and pools.swaps == 2
+        # And the watch is on the new directory: the next change in it is seen too.
+        write(path, planfile.PoolPlan(pool_size=1, max_overflow=0, generation=4))
+        assert await wait_until(lambda: pools.current.plan.generation == 4, timeout=10), (
+            f"plan in use: {pools.status()}")
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
