@@ -16,13 +16,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1  # PostgreSQL bigint (ids, OFFSET)
 NAME_MAX_LENGTH = 200
+NUL = "\x00"
 NO_NUL = r"^[^\x00]*$"  # documented in the OpenAPI schema; enforced by storable_text
 
 
 def storable_text(value: str) -> str:
     """Text PostgreSQL can store: no NUL, and valid Unicode (encodable as UTF-8)."""
-    if "\x00" in value:
-        raise ValueError(f"contains a NUL character (U+0000) at {value.index(chr(0))}, which "
+    if NUL in value:
+        raise ValueError(f"contains a NUL character (U+0000) at {value.index(NUL)}, which "
                          "PostgreSQL text cannot store: remove it")
     try:
         value.encode("utf-8")
