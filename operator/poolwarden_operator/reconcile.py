@@ -27,8 +27,10 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
     wanted = desired.deployment_names(spec)
     found = await asyncio.gather(*(client.get_deployment(namespace, d) for d in wanted))
     deployments = dict(zip(wanted, found, strict=True))
-    pods = await _pgbouncer_pods(client, namespace, spec, deployments)
-    others = desired.overlapping(namespace, name, spec, await client.list_budgets(namespace))
+    pods, others = await asyncio.gather(
+        _pgbouncer_pods(client, namespace, spec, deployments),
+        _overlapping(client, namespace, name, spec),
+    )
     overlap = status.overlap_condition(others, observed)
     try:
         desired.check_configmaps(name, spec)
@@ -101,6 +103,15 @@ async def _written_generation(
     except pgbouncer_ini.SizingError:
         pass  # hand-edited into nonsense: it will be rewritten
     return max(found)
+
+
+async def _overlapping(
+    client: kube.Kube, namespace: str, name: str, spec: dict[str, Any]
+) -> list[str]:
+    """Other budgets for the same database and role (none to look for without an identity)."""
+    if desired.database_identity(namespace, spec) is None:
+        return []
+    return desired.overlapping(namespace, name, spec, await client.list_budgets(namespace))
 
 
 async def _pgbouncer_pods(
