@@ -65,6 +65,7 @@ def applied(
         "pgbouncer": {
             "replicas": plan.pgbouncer.replicas,
             "surge": plan.pgbouncer.surge,
+            "pods": plan.pgbouncer_pods,
             "defaultPoolSize": plan.pgbouncer.default_pool_size,
             "maxDbConnections": plan.pgbouncer.max_db_connections,
             "reservePoolSize": plan.pgbouncer.reserve_pool_size,
