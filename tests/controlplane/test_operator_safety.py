@@ -179,8 +179,12 @@ def test_scale_up_and_down_count_every_pod_that_may_hold_connections(shared):
     wait_limit(cluster, "scale", BUDGET // 6, "sizing for 5 PgBouncers + 1 surge")
     wait_for("5 PgBouncer pods", lambda: len(pods_of(cluster, "pgb-scale")[0]) == 5)
     assert 5 * limit(cluster, "scale") <= BUDGET
-    status = cluster.budget("scale")["status"]
-    assert status["pgbouncer"]["maxDbConnections"] == BUDGET // 6 and status["state"] == "Ready"
+    status = wait_for(
+        "status of the plan for 5 + 1",
+        lambda: (s := cluster.budget("scale")["status"])["pgbouncer"]["maxDbConnections"]
+        == BUDGET // 6 and s,
+    )  # fmt: skip
+    assert status["state"] == "Ready" and status["pgbouncer"]["pods"] == 6
 
     # 5 -> 4, then 4 -> 2 with the pods that leave held terminating.
     cluster.scale("pgb-scale", 4)
@@ -211,7 +215,10 @@ def test_scale_up_and_down_count_every_pod_that_may_hold_connections(shared):
     assert len(pods_of(cluster, "pgb-scale")[1]) == 1 and 4 * (BUDGET // 4) <= BUDGET
     release(cluster, second)
     wait_limit(cluster, "scale", BUDGET // 3, "sizing once every terminating pod is gone")
-    assert cluster.budget("scale")["status"]["pgbouncer"]["maxDbConnections"] == BUDGET // 3
+    wait_for(
+        "status of the plan for 2 + 1",
+        lambda: cluster.budget("scale")["status"]["pgbouncer"]["maxDbConnections"] == BUDGET // 3,
+    )
 
 
 def test_an_invalid_budget_lowers_pgbouncer_and_says_what_to_change(shared):
@@ -393,3 +400,28 @@ def test_one_broken_budget_never_stops_drift_repair_of_the_others(shared):
         timeout=30,
     )  # fmt: skip
     cluster.restart_operator(drift=600)
+
+
+def test_pod_lists_are_read_page_by_page(shared, monkeypatch):
+    import asyncio
+
+    from poolwarden_operator import kube
+
+    cluster = shared
+    cluster.make_deployment("paged", 5)
+    wait_for("5 pods", lambda: len(cluster.pods("app=paged")) == 5)
+    monkeypatch.setattr(kube, "PAGE", 2)
+    client = kube.Kube(cluster.api, "test")
+    calls = []
+    real = client.core.list_namespaced_pod
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("limit"))
+        return real(*args, **kwargs)
+
+    client.core.list_namespaced_pod = counting
+    pods = asyncio.run(client.list_pods(cluster.ns, "app=paged"))
+    assert sorted(p["metadata"]["name"] for p in pods) == sorted(
+        p["metadata"]["name"] for p in cluster.pods("app=paged")
+    )
+    assert calls == [2, 2, 2]  # 5 pods in pages of 2
