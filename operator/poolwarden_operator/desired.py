@@ -88,13 +88,36 @@ class Pods:
 
     live: int = 0
     terminating: int = 0
+    terminating_names: tuple[str, ...] = ()
+    held: tuple[tuple[str, int], ...] = ()
+    """(pod, max_db_connections it may still hold) for the terminating pods whose limit is known."""
 
 
 def count_pods(pods: list[dict[str, Any]], deployment: str) -> Pods:
     """Live and terminating pods owned by ``deployment`` (pods of other owners are ignored)."""
     mine = [p for p in pods if owning_deployment(p) == deployment]
-    terminating = sum(1 for p in mine if is_terminating(p))
-    return Pods(live=len(mine) - terminating, terminating=terminating)
+    names_ = tuple(sorted(p["metadata"]["name"] for p in mine if is_terminating(p)))
+    return Pods(live=len(mine) - len(names_), terminating=len(names_), terminating_names=names_)
+
+
+def with_held(pods: Pods, status: dict[str, Any]) -> Pods:
+    """The limit each terminating pod may still hold, from the budget's status.
+
+    A pod keeps the limit recorded when it was first seen terminating; a pod seen terminating
+    now may hold the current limit or the one before it (it may not have read the last file
+    yet), so it gets the larger of the two. Without a status (the first plan) it is unknown.
+    """
+    bouncer = status.get("pgbouncer") or {}
+    known = bouncer.get("terminatingHeld") or {}
+    recent = max(
+        _int(bouncer.get("maxDbConnections")), _int(bouncer.get("previousMaxDbConnections"))
+    )
+    held = []
+    for name in pods.terminating_names:
+        value = _int(known.get(name)) or recent
+        if value > 0:
+            held.append((name, value))
+    return dataclasses.replace(pods, held=tuple(held))
 
 
 def planner_inputs(
@@ -136,6 +159,7 @@ def planner_inputs(
             bouncer_spec.get("maxClientConn", planner.DEFAULT_MAX_CLIENT_CONN),
             live=pods.live,
             terminating=pods.terminating,
+            held=tuple(limit for _, limit in pods.held),
         ),
         consumers,
     )
@@ -162,8 +186,9 @@ def safe_pgbouncer(
             surge = replicas  # a strategy we cannot read: assume a whole second set of pods
     wanted = _int(bouncer_spec.get("maxClientConn", planner.DEFAULT_MAX_CLIENT_CONN))
     bouncer = planner.PgBouncer(
-        replicas, surge, max(1, wanted), live=pods.live, terminating=pods.terminating
-    )
+        replicas, surge, max(1, wanted), live=pods.live, terminating=pods.terminating,
+        held=tuple(limit for _, limit in pods.held),
+    )  # fmt: skip
     return planner.safe_pgbouncer(available, bouncer)
 
 

@@ -31,6 +31,7 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
         _pgbouncer_pods(client, namespace, spec, deployments),
         _overlapping(client, namespace, name, spec),
     )
+    pods = desired.with_held(pods, previous)
     overlap = status.overlap_condition(others, observed)
     try:
         desired.check_configmaps(name, spec)
@@ -51,7 +52,7 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
         if item["name"] in rollout and deployment is not None:
             await _set_template(client, namespace, deployment, plan.consumer(item["name"]))
 
-    new_status = status.applied(spec, generation, observed, plan, files, previous, _now())
+    new_status = status.applied(spec, generation, observed, plan, files, previous, _now(), pods)
     new_status["conditions"] = status.merge_conditions(new_status["conditions"], [overlap], _now())
     await _report_overlap(client, budget, overlap, previous)
     if _differs(new_status, previous):
@@ -200,7 +201,9 @@ async def _invalid(
         namespace, name, spec, safe.pgbouncer, previous, written
     )
     await _write_files(client, budget, [sizing])
-    new_status = status.invalid(error, reason, observed, previous, _now(), safe, generation, sizing)
+    new_status = status.invalid(
+        error, reason, observed, previous, _now(), safe, generation, sizing, pods
+    )
     new_status["conditions"] = status.merge_conditions(new_status["conditions"], [overlap], _now())
     await _report_overlap(client, budget, overlap, previous)
     was = {c["type"]: c for c in previous.get("conditions") or []}.get("Ready") or {}

@@ -30,6 +30,7 @@ def applied(
     plan_files: list[desired.File],
     previous: dict[str, Any],
     now: str,
+    pods: desired.Pods | None = None,
 ) -> dict[str, Any]:
     """The budget's status for a plan that was applied."""
     over = plan.overcommitted
@@ -62,15 +63,7 @@ def applied(
         ),
         "serverTotal": plan.server_total,
         "clientTotal": plan.client_total,
-        "pgbouncer": {
-            "replicas": plan.pgbouncer.replicas,
-            "surge": plan.pgbouncer.surge,
-            "pods": plan.pgbouncer_pods,
-            "defaultPoolSize": plan.pgbouncer.default_pool_size,
-            "maxDbConnections": plan.pgbouncer.max_db_connections,
-            "reservePoolSize": plan.pgbouncer.reserve_pool_size,
-            "maxClientConn": plan.pgbouncer.max_client_conn,
-        },
+        "pgbouncer": pgbouncer_status(plan.pgbouncer, plan.pgbouncer_pods, pods, previous),
         "consumers": [
             {
                 "name": c.name,
@@ -100,6 +93,7 @@ def invalid(
     safe: planner.SafeSizing | None = None,
     generation: int | None = None,
     sizing: desired.File | None = None,
+    pods: desired.Pods | None = None,
 ) -> dict[str, Any]:
     """The budget's status when it cannot be planned.
 
@@ -119,17 +113,39 @@ def invalid(
     if safe is not None and sizing is not None:
         b = safe.pgbouncer
         result["planGeneration"] = generation
-        result["pgbouncer"] = {
-            "replicas": b.replicas,
-            "surge": b.surge,
-            "defaultPoolSize": b.default_pool_size,
-            "maxDbConnections": b.max_db_connections,
-            "reservePoolSize": b.reserve_pool_size,
-            "maxClientConn": b.max_client_conn,
-        }
+        result["pgbouncer"] = pgbouncer_status(b, None, pods, previous)
         files = dict(previous.get("files") or {})
         files[sizing.configmap] = {"digest": sizing.digest, "generation": sizing.generation}
         result["files"] = files
+    return result
+
+
+def pgbouncer_status(
+    b: planner.PgBouncerPlan, count: int | None, pods: desired.Pods | None, previous: dict[str, Any]
+) -> dict[str, Any]:
+    """``status.pgbouncer``: the limits, and what terminating pods may still hold.
+
+    ``previousMaxDbConnections`` is the limit before the current one (a pod that starts
+    terminating may not have read the current file yet); ``terminatingHeld`` the limit each
+    terminating pod may keep until it is gone.
+    """
+    before = previous.get("pgbouncer") or {}
+    last = before.get("maxDbConnections")
+    result: dict[str, Any] = {
+        "replicas": b.replicas,
+        "surge": b.surge,
+        "defaultPoolSize": b.default_pool_size,
+        "maxDbConnections": b.max_db_connections,
+        "reservePoolSize": b.reserve_pool_size,
+        "maxClientConn": b.max_client_conn,
+        "previousMaxDbConnections": (
+            last if last is not None and last != b.max_db_connections
+            else before.get("previousMaxDbConnections", b.max_db_connections)
+        ),
+        "terminatingHeld": dict(pods.held) if pods is not None else {},
+    }  # fmt: skip
+    if count is not None:
+        result["pods"] = count
     return result
 
 

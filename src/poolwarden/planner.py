@@ -66,6 +66,9 @@ class PgBouncer:
     max_client_conn: int = DEFAULT_MAX_CLIENT_CONN
     live: int = 0
     terminating: int = 0
+    held: tuple[int, ...] = ()
+    """The ``max_db_connections`` that terminating pods may still hold (one per pod known; a
+    pod that terminated before it read a lower limit keeps the higher one until it is gone)."""
 
     @property
     def pods(self) -> int:
@@ -227,8 +230,19 @@ def pods_that_may_hold(replicas: int, surge: int, live: int = 0, terminating: in
     The Deployment controller keeps at most ``replicas + surge`` pods that are not terminating
     (more only while a scale-down is under way, which ``live`` shows) and does not count
     terminating pods at all; a terminating PgBouncer still serves and drains until it is gone.
+    The result is at least ``max(live, replicas + surge) + terminating``.
     """
+    if live > replicas + surge:
+        # A scale-down the controller has not carried out yet: these pods are about to
+        # terminate with the limit they hold now, so the plan does not raise it meanwhile.
+        return live + surge + terminating
     return max(live, replicas + surge) + terminating
+
+
+def held_total(pods: int, held: tuple[int, ...], max_db: int) -> int:
+    """Server connections ``pods`` may hold when each gets ``max_db`` and the terminating pods of
+    ``held`` may keep their larger limits."""
+    return (pods - len(held)) * max_db + sum(max(h, max_db) for h in held)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,8 +264,20 @@ def safe_pgbouncer(available: int, pgbouncer: PgBouncer) -> SafeSizing:
     """
     pods = max(1, pgbouncer.pods)
     max_db = max(1, available // pods)
+    held = pgbouncer.held[: pgbouncer.terminating]
+    if held:
+        # The other pods share what the known terminating pods may still hold: the largest
+        # limit m with others x m + sum(max(h, m)) <= available (a pod may also read m).
+        low, high = 1, max_db
+        while low < high:
+            mid = (low + high + 1) // 2
+            if held_total(pods, held, mid) <= available:
+                low = mid
+            else:
+                high = mid - 1
+        max_db = low
     reserve = max_db // 10
-    fits = pods * max_db <= available
+    fits = held_total(pods, held, max_db) <= available
     if fits:
         message = (
             f"{pods} PgBouncer pod(s) that may hold server connections x max_db_connections "
@@ -286,7 +312,8 @@ def plan(
     max_db = safe_pgbouncer(available, pgbouncer).pgbouncer.max_db_connections
     reserve = max_db // 10
     capacity = available if pgbouncer.replicas == 0 else min(available, pgbouncer.replicas * max_db)
-    server_total = bouncer_pods * max_db
+    held = pgbouncer.held[: pgbouncer.terminating]
+    server_total = held_total(bouncer_pods, held, max_db) if bouncer_pods else 0
 
     peak_workers = sum(c.peak_workers for c in consumers)
     overcommitted = peak_workers > capacity
@@ -423,6 +450,8 @@ def _validate(
     _check_int("pgbouncer.maxClientConn", pgbouncer.max_client_conn, minimum=1)
     _check_int("pgbouncer.live", pgbouncer.live, minimum=0)
     _check_int("pgbouncer.terminating", pgbouncer.terminating, minimum=0)
+    for held in pgbouncer.held:
+        _check_int("pgbouncer.held", held, minimum=1)
     pods = pgbouncer.pods
     if pods > budget.available:
         raise PlannerError(

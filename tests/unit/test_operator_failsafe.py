@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from poolwarden import pgbouncer_ini
+from poolwarden import pgbouncer_ini, planner
 from poolwarden_operator import desired, retry, status
 from poolwarden_operator.coalesce import Coalescer
 
@@ -55,11 +55,31 @@ def test_terminating_pods_are_counted_and_other_owners_are_not():
         pod("d", rs="pgbouncer-x-5d9f"),  # another Deployment whose name starts the same way
         pod("e", rs="app-5d9f"),
     ]  # fmt: skip
-    assert desired.count_pods(pods, "pgbouncer") == desired.Pods(live=2, terminating=1)
-    inputs = desired.planner_inputs(
-        SPEC, {"pgbouncer": deployment(2), "app": None}, desired.count_pods(pods, "pgbouncer")
-    )
+    counted = desired.count_pods(pods, "pgbouncer")
+    assert counted == desired.Pods(live=2, terminating=1, terminating_names=("c",))
+    inputs = desired.planner_inputs(SPEC, {"pgbouncer": deployment(2), "app": None}, counted)
     assert inputs[1].pods == 3 + 1  # max(2 live, 2 + 1 surge) + 1 terminating
+
+
+def test_a_terminating_pod_keeps_the_larger_of_the_last_two_limits_until_it_is_gone():
+    counted = desired.Pods(live=2, terminating=2, terminating_names=("old", "new"))
+    previous = {
+        "pgbouncer": {
+            "maxDbConnections": 22,
+            "previousMaxDbConnections": 30,
+            "terminatingHeld": {"old": 45},
+        }
+    }
+    held = desired.with_held(counted, previous)
+    assert dict(held.held) == {"old": 45, "new": 30}
+    inputs = desired.planner_inputs(SPEC, {"pgbouncer": deployment(2), "app": None}, held)
+    plan = planner.plan(*inputs)
+    # 3 other pods share what the two terminating pods may keep: 3 x 5 + 45 + 30 = 90.
+    assert plan.pgbouncer.max_db_connections == 5 and plan.server_total == 90
+    applied = status.applied(SPEC, 3, 1, plan, [], previous, "now", held)
+    assert applied["pgbouncer"]["terminatingHeld"] == {"old": 45, "new": 30}
+    assert applied["pgbouncer"]["previousMaxDbConnections"] == 22
+    assert desired.with_held(desired.Pods(live=2), {}).held == ()
 
 
 @pytest.mark.parametrize(
