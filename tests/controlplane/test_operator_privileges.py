@@ -345,7 +345,7 @@ def test_without_rollout_consumers_no_deployment_is_patched(cluster, release):  
 
 def test_rollout_consumer_template_takes_only_the_pool_size(cluster, release, tmp_path):  # noqa: F811
     r = release(**{"app.reloadMode": "rollout"})
-    policy = r.policy("deployments")
+    policy = r.policy("deploy")
     cluster.make_deployment(APP, 2, labels={"app": "app"})
     cluster.make_deployment(PGBOUNCER, 1, labels={"app": "pgbouncer"})
 

@@ -95,7 +95,7 @@ def test_the_operator_reads_no_secret_and_has_no_wildcard():
 
 def test_policies_bind_the_operator_in_its_namespace_only(defaults):  # noqa: F811
     found = policies(defaults)
-    assert sorted(found) == [f"{NAMESPACE}.{OPERATOR}-deployments", f"{NAMESPACE}.{OPERATOR}-pods"]
+    assert sorted(found) == [f"{NAMESPACE}.{OPERATOR}-deploy", f"{NAMESPACE}.{OPERATOR}-pods"]
     bindings = {d["metadata"]["name"]: d for d in defaults.of_kind(POLICY_KINDS[1])}
     assert sorted(bindings) == sorted(found)
     for name, body in found.items():
@@ -118,7 +118,7 @@ def test_policies_bind_the_operator_in_its_namespace_only(defaults):  # noqa: F8
     assert pods == [
         {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["UPDATE"]}
     ]
-    deps = policy(defaults, "deployments")["spec"]["matchConstraints"]["resourceRules"]
+    deps = policy(defaults, "deploy")["spec"]["matchConstraints"]["resourceRules"]
     assert [(d["apiGroups"], d["resources"]) for d in deps] == [(["apps"], ["deployments"])]
 
 
@@ -128,10 +128,10 @@ def test_policies_allow_the_annotations_the_operator_writes(defaults):  # noqa: 
         return {v["name"]: v["expression"] for v in spec["variables"]}
 
     assert variables("pods")["key"] == f"'{names.PLAN_GENERATION_ANNOTATION}'"
-    assert variables("deployments")["keys"] == (
+    assert variables("deploy")["keys"] == (
         f"['{names.POOL_SIZE_ANNOTATION}', '{names.MAX_OVERFLOW_ANNOTATION}']"
     )
-    for what in ("pods", "deployments"):
+    for what in ("pods", "deploy"):
         for v in policy(defaults, what)["spec"]["validations"]:
             assert v["message"].startswith(("the operator may change only", "the poolwarden.io/"))
 
