@@ -254,7 +254,13 @@ def test_defaults_render_the_whole_system(defaults):
     assert defaults.get("Deployment", PGBOUNCER)["spec"]["replicas"] == 2
     assert defaults.get("Deployment", APP)["spec"]["replicas"] == 2
     for obj in defaults.docs:
-        if obj["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] not in (
+            "CustomResourceDefinition",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ):
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]["name"]
 
 
