@@ -27,7 +27,7 @@ from test_operator import (  # noqa: F401 - fixtures shared with the operator te
     Operator,
     admin,
     crd,
-    rbac_documents,
+    render_rbac,
     wait_for,
 )
 
@@ -41,14 +41,16 @@ BUDGET = 90  # maxConnections 100 - reserved 10
 
 
 @pytest.fixture(scope="module")
-def shared(admin, crd, rbac_documents, control_plane, tmp_path_factory):  # noqa: F811
-    """One namespace with the operator's Role and one operator; pods' finalizers cleared after."""
+def shared(admin, crd, render_rbac, control_plane, tmp_path_factory):  # noqa: F811
+    """One namespace with the operator's Role and admission policies and one operator; pods'
+    finalizers cleared after."""
     namespace = f"pw-safety-{uuid.uuid4().hex[:6]}"
     core = kubernetes.client.CoreV1Api(admin)
     core.create_namespace({"metadata": {"name": namespace}})
     cluster = Cluster(admin, namespace)
-    account = None
-    for doc in rbac_documents:
+    admission = kubernetes.client.AdmissionregistrationV1Api(admin)
+    account, policies, bindings = None, [], []
+    for doc in render_rbac({}):
         doc = json.loads(json.dumps(doc).replace("NAMESPACE", namespace))
         if doc["kind"] == "Role":
             cluster.rbac.create_namespaced_role(namespace, doc)
@@ -56,6 +58,12 @@ def shared(admin, crd, rbac_documents, control_plane, tmp_path_factory):  # noqa
         elif doc["kind"] == "RoleBinding":
             cluster.rbac.create_namespaced_role_binding(namespace, doc)
             account = doc["subjects"][0]["name"]
+        elif doc["kind"] == "ValidatingAdmissionPolicy":
+            admission.create_validating_admission_policy(doc)
+            policies.append(doc["metadata"]["name"])
+        elif doc["kind"] == "ValidatingAdmissionPolicyBinding":
+            admission.create_validating_admission_policy_binding(doc)
+            bindings.append(doc["metadata"]["name"])
     kubeconfig = control_plane.service_account_kubeconfig(namespace, account)
     log = tmp_path_factory.mktemp("safety") / "operator.log"
     state = {"op": Operator(kubeconfig, namespace, log, drift=600).start()}
@@ -70,6 +78,10 @@ def shared(admin, crd, rbac_documents, control_plane, tmp_path_factory):  # noqa
     for pod in cluster.pods(""):
         if pod["metadata"].get("finalizers"):
             release(cluster, pod["metadata"]["name"])
+    for name in bindings:
+        admission.delete_validating_admission_policy_binding(name)
+    for name in policies:
+        admission.delete_validating_admission_policy(name)
     core.delete_namespace(namespace)
     text = log.read_text() if log.exists() else ""
     sys.stderr.write(f"--- operator log (tail) ---\n{text[-6000:]}\n")
