@@ -309,8 +309,8 @@ def plan(
     _validate(budget, pgbouncer, consumers)
     available = budget.available
     bouncer_pods = pgbouncer.pods
-    max_db = safe_pgbouncer(available, pgbouncer).pgbouncer.max_db_connections
-    reserve = max_db // 10
+    safe = safe_pgbouncer(available, pgbouncer).pgbouncer
+    max_db = safe.max_db_connections
     capacity = available if pgbouncer.replicas == 0 else min(available, pgbouncer.replicas * max_db)
     held = pgbouncer.held[: pgbouncer.terminating]
     server_total = held_total(bouncer_pods, held, max_db) if bouncer_pods else 0
@@ -321,13 +321,8 @@ def plan(
 
     planned = tuple(_split(c, share) for c, share in zip(consumers, shares, strict=True))
     client_total = sum(p.peak_total for p in planned)
-    bouncer = PgBouncerPlan(
-        replicas=pgbouncer.replicas,
-        surge=pgbouncer.surge,
-        default_pool_size=max_db - reserve,
-        max_db_connections=max_db,
-        reserve_pool_size=reserve,
-        max_client_conn=max(pgbouncer.max_client_conn, client_total),
+    bouncer = dataclasses.replace(
+        safe, max_client_conn=max(pgbouncer.max_client_conn, client_total)
     )
     result = Plan(
         max_connections=budget.max_connections,

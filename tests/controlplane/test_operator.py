@@ -10,6 +10,7 @@ annotations still land.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -22,6 +23,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import kubernetes
@@ -293,17 +295,18 @@ def cluster(admin, crd):
     kubernetes.client.CoreV1Api(admin).delete_namespace(namespace)
 
 
-@pytest.fixture
-def operator_account(cluster, control_plane, rbac_documents):
-    """Apply the rendered Role + RoleBinding into the test namespace and the admission policies
-    bound to it; return the SA kubeconfig."""
+@contextlib.contextmanager
+def operator_rules(cluster: Cluster, documents: list[dict]) -> Iterator[str]:
+    """Apply the rendered Role + RoleBinding into the cluster's namespace and the admission
+    policies bound to it; yield the bound ServiceAccount's name, remove the policies after."""
     account = None
     admission = kubernetes.client.AdmissionregistrationV1Api(cluster.api)
     policies, bindings = [], []
-    for doc in rbac_documents:
+    for doc in documents:
         doc = json.loads(json.dumps(doc).replace("NAMESPACE", cluster.ns))
         if doc["kind"] == "Role":
             cluster.rbac.create_namespaced_role(cluster.ns, doc)
+            cluster.role_name = doc["metadata"]["name"]
         elif doc["kind"] == "RoleBinding":
             cluster.rbac.create_namespaced_role_binding(cluster.ns, doc)
             account = doc["subjects"][0]["name"]
@@ -316,11 +319,20 @@ def operator_account(cluster, control_plane, rbac_documents):
         else:
             pytest.fail(f"the operator's rules render an unexpected {doc['kind']}")
     assert account, "operator-rbac.yaml must bind a ServiceAccount"
-    yield control_plane.service_account_kubeconfig(cluster.ns, account)
-    for name in bindings:
-        admission.delete_validating_admission_policy_binding(name)
-    for name in policies:
-        admission.delete_validating_admission_policy(name)
+    try:
+        yield account
+    finally:
+        for name in bindings:
+            admission.delete_validating_admission_policy_binding(name)
+        for name in policies:
+            admission.delete_validating_admission_policy(name)
+
+
+@pytest.fixture
+def operator_account(cluster, control_plane, rbac_documents):
+    """The operator's rules applied to the test namespace; the SA kubeconfig."""
+    with operator_rules(cluster, rbac_documents) as account:
+        yield control_plane.service_account_kubeconfig(cluster.ns, account)
 
 
 @pytest.fixture

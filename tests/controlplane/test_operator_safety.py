@@ -27,6 +27,7 @@ from test_operator import (  # noqa: F401 - fixtures shared with the operator te
     Operator,
     admin,
     crd,
+    operator_rules,
     render_rbac,
     wait_for,
 )
@@ -48,40 +49,21 @@ def shared(admin, crd, render_rbac, control_plane, tmp_path_factory):  # noqa: F
     core = kubernetes.client.CoreV1Api(admin)
     core.create_namespace({"metadata": {"name": namespace}})
     cluster = Cluster(admin, namespace)
-    admission = kubernetes.client.AdmissionregistrationV1Api(admin)
-    account, policies, bindings = None, [], []
-    for doc in render_rbac({}):
-        doc = json.loads(json.dumps(doc).replace("NAMESPACE", namespace))
-        if doc["kind"] == "Role":
-            cluster.rbac.create_namespaced_role(namespace, doc)
-            cluster.role_name = doc["metadata"]["name"]
-        elif doc["kind"] == "RoleBinding":
-            cluster.rbac.create_namespaced_role_binding(namespace, doc)
-            account = doc["subjects"][0]["name"]
-        elif doc["kind"] == "ValidatingAdmissionPolicy":
-            admission.create_validating_admission_policy(doc)
-            policies.append(doc["metadata"]["name"])
-        elif doc["kind"] == "ValidatingAdmissionPolicyBinding":
-            admission.create_validating_admission_policy_binding(doc)
-            bindings.append(doc["metadata"]["name"])
-    kubeconfig = control_plane.service_account_kubeconfig(namespace, account)
-    log = tmp_path_factory.mktemp("safety") / "operator.log"
-    state = {"op": Operator(kubeconfig, namespace, log, drift=600).start()}
+    with operator_rules(cluster, render_rbac({})) as account:
+        kubeconfig = control_plane.service_account_kubeconfig(namespace, account)
+        log = tmp_path_factory.mktemp("safety") / "operator.log"
+        state = {"op": Operator(kubeconfig, namespace, log, drift=600).start()}
 
-    def restart(drift: float) -> None:
+        def restart(drift: float) -> None:
+            state["op"].stop()
+            state["op"] = Operator(kubeconfig, namespace, log, drift=drift).start()
+
+        cluster.restart_operator = restart
+        yield cluster
         state["op"].stop()
-        state["op"] = Operator(kubeconfig, namespace, log, drift=drift).start()
-
-    cluster.restart_operator = restart
-    yield cluster
-    state["op"].stop()
-    for pod in cluster.pods(""):
-        if pod["metadata"].get("finalizers"):
-            release(cluster, pod["metadata"]["name"])
-    for name in bindings:
-        admission.delete_validating_admission_policy_binding(name)
-    for name in policies:
-        admission.delete_validating_admission_policy(name)
+        for pod in cluster.pods(""):
+            if pod["metadata"].get("finalizers"):
+                release(cluster, pod["metadata"]["name"])
     core.delete_namespace(namespace)
     text = log.read_text() if log.exists() else ""
     sys.stderr.write(f"--- operator log (tail) ---\n{text[-6000:]}\n")
