@@ -168,9 +168,10 @@ def system(make_release) -> Iterator[System]:  # noqa: F811
         traffic = Traffic(release).start()
         load = Load(release, clients=CLIENTS).start()
         system = System(release, traffic, sampler, load, budget)
-        # Heavy load: every PgBouncer's server pool full (their max_db_connections in total).
+        # Heavy load: every PgBouncer's server pool full (default_pool_size each; the reserve
+        # pool opens only for a client that waited reserve_pool_timeout).
         full = sum(
-            int(release.pgbouncer_config(p["metadata"]["name"])["max_db_connections"])
+            int(release.pgbouncer_config(p["metadata"]["name"])["default_pool_size"])
             for p in release.ready_pods("pgbouncer")
         )
         since = time.time()
