@@ -258,10 +258,20 @@ def test_defaults_render_the_whole_system(defaults):
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]["name"]
 
 
-def test_the_chart_templates_no_configmap_so_upgrades_never_overwrite_the_operators_plan(defaults):
+def test_the_chart_templates_no_operator_configmap_so_upgrades_never_overwrite_the_plan(defaults):
     # The plan and PgBouncer sizing ConfigMaps belong to the operator; and no secret may sit in
-    # a ConfigMap. With nothing templated, both hold.
-    assert defaults.of_kind("ConfigMap") == []
+    # a ConfigMap. The one ConfigMap templated is PgBouncer's fallback sizing: numbers only.
+    budget = defaults.get("ConnectionBudget", FULL)["spec"]
+    operator_owned = {
+        budget["pgbouncer"]["sizingConfigMap"],
+        budget["consumers"][0]["planConfigMap"],
+    }
+    [cm] = defaults.of_kind("ConfigMap")
+    assert cm["metadata"]["name"] == f"{PGBOUNCER}-fallback"
+    assert cm["metadata"]["name"] not in operator_owned
+    assert set(cm["data"]) == {"sizing.ini"}
+    for line in cm["data"]["sizing.ini"].splitlines():
+        assert line.startswith(";") or re.fullmatch(r"[a-z_]+ = [0-9]+", line), line
 
 
 def test_app_mounts_the_plan_configmap_as_an_optional_directory_never_subpath_or_env(defaults):
@@ -337,7 +347,11 @@ def test_connection_budget_names_the_objects_the_chart_renders(defaults):
         "planConfigMap": f"{FULL}-app-plan",
     }
     pgb = defaults.get("Deployment", PGBOUNCER)["spec"]["template"]["spec"]
-    sizing = [v for v in pgb["volumes"] if "configMap" in v]
+    sizing = [
+        v
+        for v in pgb["volumes"]
+        if v.get("configMap", {}).get("name") == spec["pgbouncer"]["sizingConfigMap"]
+    ]
     assert [v["configMap"] for v in sizing] == [
         {"name": spec["pgbouncer"]["sizingConfigMap"], "optional": True}
     ]
@@ -368,20 +382,24 @@ def test_pgbouncer_points_at_the_charts_postgresql_with_secrets_from_secrets(def
 def test_pgbouncer_fallback_sizing_keeps_the_database_within_budget_during_a_rollout(
     replicas, max_connections, reserved
 ):
-    r = render(
-        sets={
-            "pgbouncer.replicaCount": str(replicas),
-            "postgresql.maxConnections": str(max_connections),
-            "budget.reserved": str(reserved),
-        }
-    )
-    env = env_of(container(r.get("Deployment", PGBOUNCER)["spec"]["template"]["spec"], "pgbouncer"))
-    per_replica = int(env["PGBOUNCER_MAX_DB_CONNECTIONS"]["value"])
-    assert per_replica >= 1
+    sets = {
+        "pgbouncer.replicaCount": str(replicas),
+        "postgresql.maxConnections": str(max_connections),
+        "budget.reserved": str(reserved),
+    }
     budget = max_connections - reserved
-    if budget >= replicas + 1:  # feasible: replicas plus one surge pod stay within the budget
-        assert (replicas + 1) * per_replica <= budget
-    assert int(env["PGBOUNCER_DEFAULT_POOL_SIZE"]["value"]) <= per_replica
+    if budget < replicas + 1:  # infeasible: not even one connection per pod fits; say so
+        assert "pgbouncer.replicaCount" in render_error(sets=sets)
+        return
+    r = render(sets=sets)
+    # The fallback lives in the chart's ConfigMap (mounted), not in the pod's env.
+    text = r.get("ConfigMap", f"{PGBOUNCER}-fallback")["data"]["sizing.ini"]
+    fallback = dict(re.findall(r"^([a-z_]+) = ([0-9]+)$", text, re.M))
+    per_replica = int(fallback["max_db_connections"])
+    assert per_replica >= 1
+    # replicas plus one surge pod stay within the budget
+    assert (replicas + 1) * per_replica <= budget
+    assert int(fallback["default_pool_size"]) <= per_replica
     strategy = r.get("Deployment", PGBOUNCER)["spec"]["strategy"]["rollingUpdate"]
     assert strategy["maxSurge"] == 1
 

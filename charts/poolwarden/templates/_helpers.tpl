@@ -9,8 +9,8 @@ Selector labels are a strict subset (name, instance, component) and never carry 
 {{- end }}
 
 {{/*
-The release's base name, cut to 40 characters: names append suffixes of up to 17 characters
-("-pgbouncer-sizing") and a StatefulSet's name must leave room for its pods' 11-character
+The release's base name, cut to 40 characters: names append suffixes of up to 19 characters
+("-pgbouncer-fallback") and a StatefulSet's name must leave room for its pods' 11-character
 controller-revision-hash suffix within 63 (so "<base>-postgresql" stays within 52).
 */}}
 {{- define "poolwarden.fullname" -}}
@@ -107,6 +107,15 @@ live plan). The chart only names them in the ConnectionBudget and mounts them op
 
 {{- define "poolwarden.pgbouncer.sizingConfigMapName" -}}
 {{- printf "%s-pgbouncer-sizing" (include "poolwarden.fullname" .) }}
+{{- end }}
+
+{{/*
+The one ConfigMap the chart renders: PgBouncer's fallback sizing (key sizing.ini), used until
+the operator's sizing ConfigMap exists. Mounted as a directory, so a helm upgrade that changes
+the budget reaches running pods in place (the entrypoint RELOADs) instead of restarting them.
+*/}}
+{{- define "poolwarden.pgbouncer.fallbackConfigMapName" -}}
+{{- printf "%s-pgbouncer-fallback" (include "poolwarden.fullname" .) }}
 {{- end }}
 
 {{/* The Secret holding the database password (generated once, or the user's). */}}
@@ -304,11 +313,18 @@ Usage: include "poolwarden.keptRandom" (dict "context" $ "name" "x" "key" "y")
 {{/*
 PgBouncer's sizing before the operator's first sizing.ini: each replica (plus one surge pod of
 a rollout) gets an equal slice of the budget, so the database stays within its budget even
-with the operator down.
+with the operator down. The only place that computes the slice; it fails when even one server
+connection per pod does not fit.
 */}}
 {{- define "poolwarden.pgbouncer.fallbackMaxDbConnections" -}}
-{{- $slice := div (int (include "poolwarden.budget.total" .)) (add (int .Values.pgbouncer.replicaCount) 1) }}
-{{- max 1 $slice }}
+{{- $budget := int (include "poolwarden.budget.total" .) }}
+{{- $replicas := int .Values.pgbouncer.replicaCount }}
+{{- $pods := add $replicas 1 }}
+{{- if gt $pods $budget }}
+{{- $maxKey := ternary "postgresql.maxConnections" "externalDatabase.maxConnections" .Values.postgresql.enabled }}
+{{- fail (printf "pgbouncer.replicaCount (%d) plus one rollout surge pod need at least %d server connections (one per pod), but the budget is %d (%s %s - budget.reserved %d): lower pgbouncer.replicaCount or budget.reserved, or raise %s" $replicas $pods $budget $maxKey (include "poolwarden.database.maxConnections" .) (int .Values.budget.reserved) $maxKey) }}
+{{- end }}
+{{- div $budget $pods }}
 {{- end }}
 
 {{/* PgBouncer's static settings: the entrypoint renders pgbouncer.ini from them (pgbouncer/README.md). */}}
@@ -325,10 +341,14 @@ with the operator down.
   value: {{ .Values.pgbouncer.port | quote }}
 - name: PGBOUNCER_SIZING_DIR
   value: /etc/pgbouncer/sizing
+- name: PGBOUNCER_FALLBACK_DIR
+  value: /etc/pgbouncer/fallback
 - name: PGBOUNCER_CONF_DIR
   value: /var/lib/pgbouncer
 - name: PGBOUNCER_SHUTDOWN_DELAY
   value: {{ .Values.pgbouncer.shutdownDelaySeconds | quote }}
+- name: PGBOUNCER_IDLE_TRANSACTION_TIMEOUT
+  value: {{ .Values.pgbouncer.idleTransactionTimeoutSeconds | quote }}
 {{- end }}
 
 {{/* The DNS egress rule shared by the NetworkPolicies (one list item). */}}
