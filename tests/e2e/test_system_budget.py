@@ -186,12 +186,12 @@ def system(make_release) -> Iterator[System]:  # noqa: F811
             f"{full} of them through {len(release.ready_pods('pgbouncer'))} PgBouncer pods"
         )
     yield system
+    MEASUREMENTS.parent.mkdir(parents=True, exist_ok=True)
+    MEASUREMENTS.write_text(json.dumps(system.results, indent=2) + "\n")
     sampler.stop()
     load_total = load.stop()
     app_total = traffic.stop()
     note(f"budget module: load {load_total.summary()}; app {app_total.summary()}")
-    MEASUREMENTS.parent.mkdir(parents=True, exist_ok=True)
-    MEASUREMENTS.write_text(json.dumps(system.results, indent=2) + "\n")
 
 
 def test_a_pgbouncer_2_to_5_with_the_operator_down(system: System) -> None:
