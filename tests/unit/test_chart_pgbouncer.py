@@ -99,7 +99,7 @@ def test_only_the_fallback_configmap_is_templated_never_the_operators(defaults):
         budget["pgbouncer"]["sizingConfigMap"],
         budget["consumers"][0]["planConfigMap"],
     }
-    assert defaults.names("ConfigMap") == [FALLBACK]
+    assert defaults.names("ConfigMap") == sorted([FALLBACK, f"{FULL}-db-role"])
     assert FALLBACK not in operator_owned
 
 

@@ -260,18 +260,28 @@ def test_defaults_render_the_whole_system(defaults):
 
 def test_the_chart_templates_no_operator_configmap_so_upgrades_never_overwrite_the_plan(defaults):
     # The plan and PgBouncer sizing ConfigMaps belong to the operator; and no secret may sit in
-    # a ConfigMap. The one ConfigMap templated is PgBouncer's fallback sizing: numbers only.
+    # a ConfigMap. The ConfigMaps templated are PgBouncer's fallback sizing (numbers only) and
+    # the db-role script with role.conf (names and the limit, no password).
+    import base64
+
     budget = defaults.get("ConnectionBudget", FULL)["spec"]
     operator_owned = {
         budget["pgbouncer"]["sizingConfigMap"],
         budget["consumers"][0]["planConfigMap"],
     }
-    [cm] = defaults.of_kind("ConfigMap")
-    assert cm["metadata"]["name"] == f"{PGBOUNCER}-fallback"
-    assert cm["metadata"]["name"] not in operator_owned
+    assert defaults.names("ConfigMap") == sorted([f"{PGBOUNCER}-fallback", f"{FULL}-db-role"])
+    assert not operator_owned & set(defaults.names("ConfigMap"))
+    cm = defaults.get("ConfigMap", f"{PGBOUNCER}-fallback")
     assert set(cm["data"]) == {"sizing.ini"}
     for line in cm["data"]["sizing.ini"].splitlines():
         assert line.startswith(";") or re.fullmatch(r"[a-z_]+ = [0-9]+", line), line
+    secrets = [
+        base64.b64decode(v).decode() for s in defaults.of_kind("Secret") for v in s["data"].values()
+    ]
+    assert len(secrets) >= 4
+    for cm in defaults.of_kind("ConfigMap"):
+        text = json.dumps(cm)
+        assert not any(secret in text for secret in secrets), cm["metadata"]["name"]
 
 
 def test_app_mounts_the_plan_configmap_as_an_optional_directory_never_subpath_or_env(defaults):
@@ -441,9 +451,11 @@ def test_postgresql_statefulset_defaults_official_image_persistence_and_scram(de
     assert "password_encryption=scram-sha-256" in pg["args"]
     env = env_of(pg)
     assert env["POSTGRES_HOST_AUTH_METHOD"]["value"] == "scram-sha-256"
+    # the image's superuser is `postgres` with its own password; the app's role is not it
+    assert env["POSTGRES_USER"]["value"] == "postgres"
     assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": f"{FULL}-db",
-        "key": "password",
+        "key": "postgres-password",
     }
     assert env["PGDATA"]["value"].startswith("/var/lib/postgresql/data/")
 

@@ -30,9 +30,14 @@ REPO = Path(__file__).resolve().parents[2]
 ROOT = Path(os.environ.get("TRIXIE_ROOT", REPO / ".tools" / "trixie-root"))
 CHROOT_RUN = REPO / "tools" / "devstack" / "chroot-run.sh"
 PGBOUNCER_DIR = REPO / "pgbouncer"
+DB_ROLE_SCRIPT = REPO / "charts" / "poolwarden" / "files" / "db-role.sh"
 PG_BIN = "/usr/lib/postgresql/17/bin"
 APP_DB = "app"
 APP_USER = "app"
+# Connections of max_connections kept out of the app role's CONNECTION LIMIT (the chart's
+# budget.reserved), and the role's idle_in_transaction_session_timeout in seconds.
+RESERVED = 10
+IDLE_IN_TRANSACTION_TIMEOUT = 60
 
 
 def log(message: str) -> None:
@@ -109,6 +114,8 @@ class Stack:
     app_password: str = "app-dev-password"
     admin_password: str = "admin-dev-password"
     stats_password: str = "stats-dev-password"
+    # The app role's CONNECTION LIMIT (max_connections - reserved), set by start_postgres.
+    connection_limit: int = 0
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
     # The Popen objects of this process's children (not saved): waited for on stop.
     procs: dict[str, subprocess.Popen] = dataclasses.field(default_factory=dict, repr=False,
@@ -198,7 +205,8 @@ class Stack:
             proc.wait()
 
     # -- PostgreSQL -----------------------------------------------------------------------
-    def start_postgres(self, *, max_connections: int = 100) -> subprocess.Popen:
+    def start_postgres(self, *, max_connections: int = 100,
+                       reserved: int = RESERVED) -> subprocess.Popen:
         uid, gid = root_user_ids()
         self.state.chmod(0o755)  # the root's postgres user enters it as /mnt/state
         self.pg_dir.mkdir(parents=True, exist_ok=True)
@@ -227,20 +235,56 @@ class Stack:
         ))
         wait_for(lambda: self.psql("SELECT 1", db="postgres").strip() == "1",
                  "PostgreSQL", proc=proc, log_path=self.log_file("postgres"))
+        self.connection_limit = max_connections - reserved
         self._bootstrap_roles()
         return proc
 
     def _bootstrap_roles(self) -> None:
-        """The app's role and database (idempotent)."""
-        exists = self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{APP_USER}'", db="postgres")
-        if not exists.strip():
-            self.psql(f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{self.app_password}'",
-                      db="postgres")
+        """The app's role and database, by the chart's own script (charts/poolwarden/files/
+        db-role.sh): NOSUPERUSER, CONNECTION LIMIT = the budget, owner of the database."""
+        out = self.db_role("ensure", "--once", role=APP_USER, database=APP_DB,
+                           connection_limit=self.connection_limit,
+                           password=self.app_password)
+        if out.returncode != 0:
+            raise RuntimeError(f"db-role.sh ensure failed: {out.stderr.strip()}")
         # PgBouncer cannot pass `jit` through (PostgreSQL does not report it): set it per role.
         self.psql(f"ALTER ROLE {APP_USER} SET jit = off", db="postgres")
-        if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{APP_DB}'",
-                         db="postgres").strip():
-            self.psql(f"CREATE DATABASE {APP_DB} OWNER {APP_USER}", db="postgres")
+
+    def db_role(self, *args: str, **config) -> subprocess.CompletedProcess:
+        """Run the chart's db-role.sh (`ensure --once` as the superuser, `check` as the role)
+        from the trixie root, with its config file in the state dir; returns the process."""
+        cmd, env = self.db_role_command(*args, **config)
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+    def db_role_command(self, *args: str, role: str, database: str, connection_limit: int,
+                        password: str | None = None, user: str = "postgres",
+                        login_password: str | None = None,
+                        idle_timeout: int = IDLE_IN_TRANSACTION_TIMEOUT,
+                        name: str = "db-role") -> tuple[list[str], dict[str, str]]:
+        """The command line and environment of db-role.sh ARGS; writes role.conf (and the
+        role's password file) to STATE/NAME, where the script and its state live."""
+        uid, gid = root_user_ids()
+        work = self.state / name
+        work.mkdir(parents=True, exist_ok=True)
+        os.chown(work, uid, gid)
+        (work / "db-role.sh").write_text(DB_ROLE_SCRIPT.read_text())
+        conf = work / ".role.conf.tmp"  # replaced atomically, as the kubelet does
+        conf.write_text(
+            f"role={role}\ndatabase={database}\nconnection_limit={connection_limit}\n"
+            f"idle_in_transaction_session_timeout={idle_timeout}\n")
+        conf.replace(work / "role.conf")
+        env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(self.pg_port), PGUSER=user,
+                   PGPASSWORD=login_password or self.superuser_password,
+                   PGDATABASE="postgres" if args[0] == "ensure" else database,
+                   PGROLE_CONFIG=f"/mnt/state/{name}/role.conf",
+                   PGROLE_STATE_DIR=f"/mnt/state/{name}/state", PGROLE_WAIT="30")
+        if password is not None:
+            pwfile = work / "password"
+            pwfile.write_text(password)
+            os.chown(pwfile, uid, gid)
+            pwfile.chmod(0o600)
+            env["PGROLE_PASSWORD_FILE"] = f"/mnt/state/{name}/password"
+        return self.chroot_cmd("bash", f"/mnt/state/{name}/db-role.sh", *args), env
 
     # -- PgBouncer ------------------------------------------------------------------------
     def bouncer_env(self, name: str = "pgbouncer", port: int | None = None,

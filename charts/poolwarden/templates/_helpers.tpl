@@ -110,7 +110,7 @@ live plan). The chart only names them in the ConnectionBudget and mounts them op
 {{- end }}
 
 {{/*
-The one ConfigMap the chart renders: PgBouncer's fallback sizing (key sizing.ini), used until
+The ConfigMap the chart renders for PgBouncer: its fallback sizing (key sizing.ini), used until
 the operator's sizing ConfigMap exists. Mounted as a directory, so a helm upgrade that changes
 the budget reaches running pods in place (the entrypoint RELOADs) instead of restarting them.
 */}}
@@ -118,20 +118,62 @@ the budget reaches running pods in place (the entrypoint RELOADs) instead of res
 {{- printf "%s-pgbouncer-fallback" (include "poolwarden.fullname" .) }}
 {{- end }}
 
-{{/* The Secret holding the database password (generated once, or the user's). */}}
-{{- define "poolwarden.database.secretName" -}}
-{{- if and (not .Values.postgresql.enabled) .Values.externalDatabase.existingSecret }}
+{{/*
+The Secret holding the database passwords: the user's existingSecret (postgresql.auth.* with the
+chart's PostgreSQL, externalDatabase.* without), else `<fullname>-db`, generated once.
+*/}}
+{{- define "poolwarden.database.existingSecret" -}}
+{{- if .Values.postgresql.enabled }}
+{{- .Values.postgresql.auth.existingSecret }}
+{{- else }}
 {{- .Values.externalDatabase.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "poolwarden.database.secretName" -}}
+{{- $existing := include "poolwarden.database.existingSecret" . }}
+{{- if $existing }}
+{{- $existing }}
 {{- else }}
 {{- printf "%s-db" (include "poolwarden.fullname" .) }}
 {{- end }}
 {{- end }}
 
+{{/* Key of the app role's password in that Secret. */}}
 {{- define "poolwarden.database.secretPasswordKey" -}}
-{{- if and (not .Values.postgresql.enabled) .Values.externalDatabase.existingSecret }}
-{{- .Values.externalDatabase.existingSecretPasswordKey }}
-{{- else -}}
+{{- if not (include "poolwarden.database.existingSecret" .) -}}
 password
+{{- else if .Values.postgresql.enabled }}
+{{- .Values.postgresql.auth.existingSecretPasswordKey }}
+{{- else }}
+{{- .Values.externalDatabase.existingSecretPasswordKey }}
+{{- end }}
+{{- end }}
+
+{{/* Key of the superuser's (`postgres`) password in that Secret (the chart's PostgreSQL only). */}}
+{{- define "poolwarden.database.secretPostgresPasswordKey" -}}
+{{- if .Values.postgresql.auth.existingSecret }}
+{{- .Values.postgresql.auth.existingSecretPostgresPasswordKey }}
+{{- else -}}
+postgres-password
+{{- end }}
+{{- end }}
+
+{{/* The ConfigMap with db-role.sh and the role's wanted state (role.conf). */}}
+{{- define "poolwarden.database.roleConfigMapName" -}}
+{{- printf "%s-db-role" (include "poolwarden.fullname" .) }}
+{{- end }}
+
+{{/*
+role.conf for db-role.sh: the consumers' role, its database, and its CONNECTION LIMIT, which is
+the budget (poolwarden.budget.total, never recomputed here).
+*/}}
+{{- define "poolwarden.database.roleConfig" -}}
+role={{ include "poolwarden.database.user" . }}
+database={{ include "poolwarden.database.name" . }}
+connection_limit={{ include "poolwarden.budget.total" . }}
+{{- if .Values.postgresql.enabled }}
+idle_in_transaction_session_timeout={{ .Values.postgresql.idleInTransactionSessionTimeoutSeconds }}
 {{- end }}
 {{- end }}
 
@@ -270,6 +312,15 @@ the release's Secret, kept across upgrades, else a new random one.
 {{- end }}
 {{- end }}
 
+{{/* The superuser's password (chart-run PostgreSQL): the user's value, else kept, else new. */}}
+{{- define "poolwarden.database.postgresPassword" -}}
+{{- if .Values.postgresql.auth.postgresPassword }}
+{{- .Values.postgresql.auth.postgresPassword }}
+{{- else }}
+{{- include "poolwarden.keptRandom" (dict "context" . "name" (include "poolwarden.database.secretName" .) "key" "postgres-password") }}
+{{- end }}
+{{- end }}
+
 {{/* Container securityContext shared by every container (values may add to it). */}}
 {{- define "poolwarden.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
@@ -295,9 +346,13 @@ Usage: include "poolwarden.keptRandom" (dict "context" $ "name" "x" "key" "y")
 {{- end }}
 {{- end }}
 
-{{/* The Secret with PgBouncer's admin and stats console passwords. */}}
+{{/* The Secret with PgBouncer's admin and stats console passwords (the user's, or generated). */}}
 {{- define "poolwarden.pgbouncer.secretName" -}}
+{{- if .Values.pgbouncer.existingSecret }}
+{{- .Values.pgbouncer.existingSecret }}
+{{- else }}
 {{- printf "%s-pgbouncer" (include "poolwarden.fullname" .) }}
+{{- end }}
 {{- end }}
 
 {{/* The server-side budget: max_connections minus reserved. */}}
