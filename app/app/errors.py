@@ -1,15 +1,70 @@
-"""Database failures as HTTP answers: 503 + Retry-After when the pool or database is busy
-or down (clients and load balancers retry), 409 on a constraint violation."""
+"""Failures as HTTP answers, and their place in the OpenAPI document.
+
+503 + Retry-After when the pool or database is busy or down (clients and load balancers
+retry), 409 on a constraint violation, 405 with an `Allow` that lists every method of the
+path. The `*_RESPONSES` below document these answers on the routes that can give them.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy import exc
+from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 
 log = logging.getLogger("app.errors")
+
+
+class AsciiJSONResponse(JSONResponse):
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, indent=None,
+                          separators=(",", ":")).encode("ascii")
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                               "schema": {"type": "integer", "minimum": 1}}}
+# Every route that takes a pooled connection (a session dependency) can answer 503.
+UNAVAILABLE_RESPONSES: dict[int | str, dict] = {
+    503: {"model": ErrorDetail, "headers": RETRY_AFTER,
+          "description": "pool exhausted (no connection within pool_timeout) or database "
+                         "unavailable: retry after Retry-After seconds"},
+}
+NOT_FOUND_RESPONSES: dict[int | str, dict] = {
+    404: {"model": ErrorDetail, "description": "no such item"},
+}
+# FastAPI answers 400 when a body cannot even be decoded as text (JSON that does not parse
+# is a 422 like any other invalid body).
+BAD_BODY_RESPONSES: dict[int | str, dict] = {
+    400: {"model": ErrorDetail, "description": "the body is not text in a JSON encoding "
+                                               "(UTF-8, UTF-16 or UTF-32)"},
+}
+
+
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def allowed_methods(openapi_paths: dict[str, dict], path: str) -> list[str]:
+    """Every method the OpenAPI document lists for a request path. Starlette's 405 names only
+    the methods of the first route that matched the path, not those of its neighbours
+    (`GET /items` and `POST /items` are two routes)."""
+    methods: set[str] = set()
+    for template, operations in openapi_paths.items():
+        regex, _, _ = compile_path(template)
+        if regex.match(path):
+            methods |= {method.upper() for method in operations if method in HTTP_METHODS}
+    return sorted(methods)
 
 
 def _runtime(request: Request):
@@ -17,6 +72,21 @@ def _runtime(request: Request):
 
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        if error.status_code == 405:
+            documented = allowed_methods(request.app.openapi()["paths"], request.url.path)
+            if documented:  # else (a route kept out of the document) Starlette's Allow stands
+                error.headers = {**(error.headers or {}), "Allow": ", ".join(documented)}
+        return await http_exception_handler(request, error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        """FastAPI's 422, rendered as ASCII JSON: the errors echo the input, and input that is
+        not valid Unicode (a lone surrogate, written as an escape in JSON) must not turn the
+        422 into a 500 when the answer is encoded."""
+        return AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+
     @app.exception_handler(exc.TimeoutError)
     async def pool_exhausted(request: Request, error: exc.TimeoutError) -> JSONResponse:
         rt = _runtime(request)

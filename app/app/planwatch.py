@@ -3,13 +3,16 @@
 The plan file is a mounted ConfigMap: the kubelet replaces it atomically (a symlink swap in
 the directory), so the directory is watched, not the file. Every change re-reads the file;
 unchanged bytes do nothing. A missing, unparsable or invalid file keeps the last good plan
-and logs one error per distinct problem (not one per event).
+and logs one error per distinct problem (not one per event). A directory removed and
+recreated (or remounted) is watched anew: a watch never stays on a directory that is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 from pathlib import Path
 
 import watchfiles
@@ -18,6 +21,16 @@ from app import pool
 from poolwarden import planfile
 
 log = logging.getLogger("app.planwatch")
+RECHECK_MS = 1000  # how often a quiet watch checks that its directory is still the one named
+
+
+def directory_identity(directory: Path) -> tuple[int, int] | None:
+    """(device, inode) of the directory the path names now; None when it names none."""
+    try:
+        st = directory.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 class PlanWatcher:
@@ -73,21 +86,41 @@ class PlanWatcher:
         directory = self.path.parent
         while not stop.is_set():
             try:
-                if directory.is_dir():
-                    await self._apply(pools)  # catch up on anything written before the watch
-                    async for _changes in watchfiles.awatch(
-                            directory, stop_event=stop, force_polling=self.poll,
-                            poll_delay_ms=500, debounce=200, step=50,
-                            ignore_permission_denied=True):
-                        await self._apply(pools)
-                else:
-                    self._problem(f"plan directory {directory} does not exist")
+                watched = directory_identity(directory)
+                if watched is not None:
+                    await self._watch(pools, stop, directory, watched)
+                    continue  # the directory was replaced: watch the new one at once
+                self._problem(f"plan directory {directory} does not exist")
             except Exception as exc:  # noqa: BLE001  (the watch must outlive any one failure)
                 self._problem(f"watching {directory} failed: {type(exc).__name__}: {exc}")
             try:
                 await asyncio.wait_for(stop.wait(), timeout=2.0)
             except TimeoutError:
                 pass
+
+    async def _watch(self, pools: pool.Pools, stop: asyncio.Event, directory: Path,
+                     watched: tuple[int, int]) -> None:
+        """Apply changes until `stop` is set or the path names another directory or none.
+
+        A watch holds the directory it started on: removed and recreated, renamed away or
+        remounted, the path names another one and the watch would never see an event again.
+        So after every event, and every RECHECK_MS without one, the watch ends when the
+        directory itself was deleted (a new one may reuse the inode number) or the path names
+        another directory or none.
+        """
+        await self._apply(pools)  # catch up on anything written before the watch
+        here = os.path.abspath(directory)
+        async for changes in watchfiles.awatch(
+                directory, stop_event=stop, force_polling=self.poll, poll_delay_ms=500,
+                debounce=200, step=50, rust_timeout=RECHECK_MS, yield_on_timeout=True,
+                ignore_permission_denied=True):
+            await self._apply(pools)
+            deleted = any(change == watchfiles.Change.deleted and os.path.abspath(path) == here
+                          for change, path in changes)
+            if deleted or directory_identity(directory) != watched:
+                log.warning("plan directory %s was replaced or removed: watching it anew",
+                            directory)
+                return
 
     async def _apply(self, pools: pool.Pools) -> None:
         plan = self.read()

@@ -65,10 +65,69 @@ def watched_fields(deployment: dict[str, Any]) -> tuple[Any, ...]:
     return (spec.get("replicas"), strategy.get("type"), str(rolling.get("maxSurge")))
 
 
+def owning_deployment(pod: dict[str, Any]) -> str | None:
+    """The Deployment of a pod: its owner ReplicaSet's name minus ``-<pod-template-hash>``."""
+    meta = pod.get("metadata") or {}
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    if not template_hash:
+        return None
+    for owner in meta.get("ownerReferences") or []:
+        name = owner.get("name") or ""
+        if owner.get("kind") == "ReplicaSet" and name.endswith(f"-{template_hash}"):
+            return name[: -len(template_hash) - 1] or None
+    return None
+
+
+def is_terminating(pod: dict[str, Any]) -> bool:
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Pods:
+    """The pods of the PgBouncer Deployment that exist now."""
+
+    live: int = 0
+    terminating: int = 0
+    terminating_names: tuple[str, ...] = ()
+    held: tuple[tuple[str, int], ...] = ()
+    """(pod, max_db_connections it may still hold) for the terminating pods whose limit is known."""
+
+
+def count_pods(pods: list[dict[str, Any]], deployment: str) -> Pods:
+    """Live and terminating pods owned by ``deployment`` (pods of other owners are ignored)."""
+    mine = [p for p in pods if owning_deployment(p) == deployment]
+    names_ = tuple(sorted(p["metadata"]["name"] for p in mine if is_terminating(p)))
+    return Pods(live=len(mine) - len(names_), terminating=len(names_), terminating_names=names_)
+
+
+def with_held(pods: Pods, status: dict[str, Any]) -> Pods:
+    """The limit each terminating pod may still hold, from the budget's status.
+
+    A pod keeps the limit recorded when it was first seen terminating; a pod seen terminating
+    now may hold the current limit or the one before it (it may not have read the last file
+    yet), so it gets the larger of the two. Without a status (the first plan) it is unknown.
+    """
+    bouncer = status.get("pgbouncer") or {}
+    known = bouncer.get("terminatingHeld") or {}
+    recent = max(
+        _int(bouncer.get("maxDbConnections")), _int(bouncer.get("previousMaxDbConnections"))
+    )
+    held = []
+    for name in pods.terminating_names:
+        value = _int(known.get(name)) or recent
+        if value > 0:
+            held.append((name, value))
+    return dataclasses.replace(pods, held=tuple(held))
+
+
 def planner_inputs(
-    spec: dict[str, Any], deployments: dict[str, dict[str, Any] | None]
+    spec: dict[str, Any], deployments: dict[str, dict[str, Any] | None], pods: Pods = Pods()
 ) -> tuple[planner.Budget, planner.PgBouncer, list[planner.Consumer]]:
-    """Planner inputs; a missing consumer Deployment counts as scaled to zero."""
+    """Planner inputs; a missing consumer Deployment counts as scaled to zero.
+
+    ``pods`` are the PgBouncer pods that exist (terminating ones hold server connections until
+    they are gone, see ``planner.pods_that_may_hold``).
+    """
     database = spec["database"]
     bouncer_spec = spec["pgbouncer"]
     bouncer = deployments.get(bouncer_spec["deployment"])
@@ -98,13 +157,155 @@ def planner_inputs(
             replicas_of(bouncer),
             surge_of(bouncer),
             bouncer_spec.get("maxClientConn", planner.DEFAULT_MAX_CLIENT_CONN),
+            live=pods.live,
+            terminating=pods.terminating,
+            held=tuple(limit for _, limit in pods.held),
         ),
         consumers,
     )
 
 
+def safe_pgbouncer(
+    spec: dict[str, Any], deployments: dict[str, dict[str, Any] | None], pods: Pods
+) -> planner.SafeSizing:
+    """PgBouncer's sizing when the budget cannot be planned: it never depends on the consumers.
+
+    Whatever is wrong (too many PgBouncer pods, maxConnections too low, a consumer error), the
+    pods that exist get ``max(1, budget // pods)`` so that old, larger limits are never kept.
+    """
+    database = spec.get("database") or {}
+    bouncer_spec = spec.get("pgbouncer") or {}
+    available = _int(database.get("maxConnections")) - _int(database.get("reserved"))
+    found = deployments.get(bouncer_spec.get("deployment", ""))
+    replicas, surge = 0, 0
+    if found is not None:
+        replicas = replicas_of(found)
+        try:
+            surge = surge_of(found)
+        except planner.PlannerError:
+            surge = replicas  # a strategy we cannot read: assume a whole second set of pods
+    wanted = _int(bouncer_spec.get("maxClientConn", planner.DEFAULT_MAX_CLIENT_CONN))
+    bouncer = planner.PgBouncer(
+        replicas, surge, max(1, wanted), live=pods.live, terminating=pods.terminating,
+        held=tuple(limit for _, limit in pods.held),
+    )  # fmt: skip
+    return planner.safe_pgbouncer(available, bouncer)
+
+
+def check_configmaps(name: str, spec: dict[str, Any]) -> None:
+    """Every consumer needs its own plan ConfigMap, and none may be the sizing ConfigMap.
+
+    Two consumers writing one ConfigMap would flip its file back and forth on every pass. The
+    CRD rejects this too (CEL); this check also covers objects stored before that rule.
+    """
+    budget = name
+    sizing = names.sizing_configmap_name(
+        budget, (spec.get("pgbouncer") or {}).get("sizingConfigMap")
+    )
+    owners: dict[str, str] = {sizing: "spec.pgbouncer.sizingConfigMap"}
+    for item in spec.get("consumers") or []:
+        cm = names.plan_configmap_name(budget, item.get("name", ""), item.get("planConfigMap"))
+        if cm in owners:
+            raise SpecError(
+                "ConfigMapConflict",
+                f"consumer {item.get('name')!r} would write ConfigMap {cm!r}, which "
+                f"{owners[cm]} already names: give each consumer its own "
+                "spec.consumers[].planConfigMap",
+            )
+        owners[cm] = f"consumer {item.get('name')!r}"
+
+
+def database_identity(namespace: str, spec: dict[str, Any]) -> tuple[str, int, str, str] | None:
+    """(host, port, database, role) of a budget, or None when the spec does not say.
+
+    Hosts are compared without case, a trailing dot, and the in-cluster suffixes of this
+    namespace, so ``pg`` and ``pg.<namespace>.svc.cluster.local`` are the same server.
+    """
+    database = spec.get("database") or {}
+    host = str(database.get("host") or "").strip().lower().rstrip(".")
+    if not host or not database.get("name") or not database.get("role"):
+        return None
+    for suffix in (f".{namespace}.svc.cluster.local", f".{namespace}.svc", f".{namespace}"):
+        if host.endswith(suffix):
+            host = host[: -len(suffix)]
+            break
+    return (host, _int(database.get("port", 5432)), str(database["name"]), str(database["role"]))
+
+
+def overlapping(
+    namespace: str, name: str, spec: dict[str, Any], budgets: list[dict[str, Any]]
+) -> list[str]:
+    """The other budgets of ``budgets`` for the same database and role, sorted by name."""
+    mine = database_identity(namespace, spec)
+    if mine is None:
+        return []
+    return sorted(
+        b["metadata"]["name"]
+        for b in budgets
+        if b["metadata"]["name"] != name
+        and not b["metadata"].get("deletionTimestamp")
+        and database_identity(namespace, b.get("spec") or {}) == mine
+    )
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return value
+
+
+def sizing_file(
+    namespace: str,
+    name: str,
+    spec: dict[str, Any],
+    bouncer: planner.PgBouncerPlan,
+    status: dict[str, Any],
+    written: int = 0,
+) -> tuple[int, File]:
+    """The sizing include alone (the fail-safe path), versioned like ``files``."""
+    ref = names.budget_ref(namespace, name)
+    cm = names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap"))
+    generation, versioned = _versioned(
+        [(cm, names.SIZING_KEY, None, lambda g: _sizing_text(ref, bouncer, g))], status, written
+    )
+    return generation, versioned[0]
+
+
+def _sizing_text(ref: str, part: planner.PgBouncerPlan, generation: int) -> str:
+    sizing = pgbouncer_ini.Sizing(
+        default_pool_size=part.default_pool_size,
+        max_db_connections=part.max_db_connections,
+        reserve_pool_size=part.reserve_pool_size,
+        max_client_conn=part.max_client_conn,
+    )
+    return pgbouncer_ini.render(sizing, budget=ref, generation=generation)
+
+
+def _versioned(
+    drafts: list[tuple[str, str, str | None, Any]], status: dict[str, Any], written: int
+) -> tuple[int, list[File]]:
+    """Give each draft (configmap, key, consumer, text(generation)) its generation."""
+    previous = status.get("files") or {}
+    current = max(int(status.get("planGeneration") or 0), written)
+    digests = {cm: _digest(text(0)) for cm, _, _, text in drafts}
+    changed = any((previous.get(cm) or {}).get("digest") != digests[cm] for cm in digests)
+    generation = current + 1 if changed else max(current, 1)
+    result = []
+    for cm, key, consumer, text in drafts:
+        kept = previous.get(cm) or {}
+        file_generation = (
+            kept.get("generation", generation) if kept.get("digest") == digests[cm] else generation
+        )
+        result.append(File(cm, key, text(file_generation), digests[cm], file_generation, consumer))
+    return generation, result
+
+
 def files(
-    namespace: str, name: str, spec: dict[str, Any], plan: planner.Plan, status: dict[str, Any],
+    namespace: str,
+    name: str,
+    spec: dict[str, Any],
+    plan: planner.Plan,
+    status: dict[str, Any],
     written: int = 0,
 ) -> tuple[int, list[File]]:
     """The plan files and the budget's new planGeneration.
@@ -115,57 +316,33 @@ def files(
     in the ConfigMaps: after a crash between writing a file and recording it in the status,
     the next plan still gets a higher number than any file the pods may already have.
     """
-    previous = status.get("files") or {}
-    current = max(int(status.get("planGeneration") or 0), written)
-    drafts: list[tuple[str, str, str | None, Any]] = []
     ref = names.budget_ref(namespace, name)
+    drafts: list[tuple[str, str, str | None, Any]] = []
     for item in spec["consumers"]:
         cm = names.plan_configmap_name(name, item["name"], item.get("planConfigMap"))
-        drafts.append((cm, names.PLAN_KEY, item["name"], plan.consumer(item["name"])))
+        part = plan.consumer(item["name"])
+        drafts.append(
+            (cm, names.PLAN_KEY, item["name"], lambda g, p=part: _plan_text(ref, plan, p, g))
+        )
     sizing_cm = names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap"))
-    drafts.append((sizing_cm, names.SIZING_KEY, None, plan.pgbouncer))
+    drafts.append(
+        (sizing_cm, names.SIZING_KEY, None, lambda g: _sizing_text(ref, plan.pgbouncer, g))
+    )
+    return _versioned(drafts, status, written)
 
-    def text(consumer: str | None, part: Any, generation: int) -> str:
-        if consumer is None:
-            sizing = pgbouncer_ini.Sizing(
-                default_pool_size=part.default_pool_size,
-                max_db_connections=part.max_db_connections,
-                reserve_pool_size=part.reserve_pool_size,
-                max_client_conn=part.max_client_conn,
-            )
-            return pgbouncer_ini.render(sizing, budget=ref, generation=generation)
-        return planfile.render(
-            planfile.PoolPlan(
-                pool_size=part.pool_size,
-                max_overflow=part.max_overflow,
-                generation=generation,
-                budget=ref,
-                consumer=consumer,
-                overcommitted=plan.overcommitted,
-                explanation=consumer_explanation(ref, plan, part),
-            )
-        )
 
-    digests = {cm: _digest(text(consumer, part, 0)) for cm, _, consumer, part in drafts}
-    changed = any((previous.get(cm) or {}).get("digest") != digests[cm] for cm in digests)
-    generation = current + 1 if changed else max(current, 1)
-    result = []
-    for cm, key, consumer, part in drafts:
-        kept = previous.get(cm) or {}
-        file_generation = (
-            kept.get("generation", generation) if kept.get("digest") == digests[cm] else generation
+def _plan_text(ref: str, plan: planner.Plan, part: planner.ConsumerPlan, generation: int) -> str:
+    return planfile.render(
+        planfile.PoolPlan(
+            pool_size=part.pool_size,
+            max_overflow=part.max_overflow,
+            generation=generation,
+            budget=ref,
+            consumer=part.name,
+            overcommitted=plan.overcommitted,
+            explanation=consumer_explanation(ref, plan, part),
         )
-        result.append(
-            File(
-                cm,
-                key,
-                text(consumer, part, file_generation),
-                digests[cm],
-                file_generation,
-                consumer,
-            )
-        )
-    return generation, result
+    )
 
 
 def consumer_explanation(ref: str, plan: planner.Plan, part: planner.ConsumerPlan) -> str:

@@ -14,9 +14,10 @@ from typing import Any
 
 import kopf
 
-from poolwarden_operator import coalesce, config, desired, drift, kube, names, reconcile
+from poolwarden_operator import coalesce, config, desired, drift, kube, names, reconcile, retry
 
 BUDGETS = (names.GROUP, names.VERSION, names.PLURAL)
+_UNSEEN = object()
 
 
 @kopf.on.startup()
@@ -37,14 +38,18 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
         await reconcile.reconcile(memo.kube, *key)
 
     memo.coalescer = coalesce.Coalescer(work)
-    memo.seen = {}
-    memo.drift = asyncio.create_task(drift.loop(memo.kube, memo.coalescer, memo.settings))
+    memo.retrier = retry.Retrier(memo.coalescer)
+    memo.seen = {}  # Deployment -> the fields the plan depends on, recorded after a good pass
+    memo.pods = {}  # PgBouncer pod -> terminating?, recorded after a good pass
+    memo.databases = {}  # budget -> its database identity, recorded after a good pass
+    memo.drift = asyncio.create_task(drift.loop(memo.kube, memo.retrier, memo.settings))
 
 
 @kopf.on.cleanup()
 async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.drift.cancel()
     await asyncio.gather(memo.drift, return_exceptions=True)
+    await memo.retrier.close()
     await memo.coalescer.close()
     memo.kube.close()
 
@@ -56,11 +61,46 @@ def budgets_by_deployment(
     return {names.deployment_key(namespace, d): name for d in desired.deployment_names(spec)}
 
 
+@kopf.index(*BUDGETS)
+def budgets_by_pgbouncer(
+    namespace: str, name: str, spec: dict[str, Any], **_: Any
+) -> dict[Any, str]:
+    return {names.deployment_key(namespace, spec["pgbouncer"]["deployment"]): name}
+
+
+@kopf.index(*BUDGETS)
+def budgets_by_database(
+    namespace: str, name: str, spec: dict[str, Any], **_: Any
+) -> dict[Any, str]:
+    identity = desired.database_identity(namespace, spec)
+    return {} if identity is None else {(namespace, identity): name}
+
+
 @kopf.on.resume(*BUDGETS)
 @kopf.on.create(*BUDGETS)
 @kopf.on.update(*BUDGETS, field="spec")
 async def on_budget_spec(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     await _request(memo, namespace, name)
+
+
+@kopf.on.event(*BUDGETS)
+async def on_budget_event(
+    type: str, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
+    budgets_by_database: kopf.Index, **_: Any,
+) -> None:  # fmt: skip
+    """Budgets for the same database as this one (before or after a change) re-check overlaps."""
+    key = names.budget_key(namespace, name)
+    identity = None if type == "DELETED" else desired.database_identity(namespace, body["spec"])
+    old = memo.databases.get(key, _UNSEEN)
+    if old == identity:
+        return
+    others: set[str] = set()
+    for found in (old, identity):
+        if found is not None and found is not _UNSEEN:
+            others |= set(budgets_by_database.get((namespace, found), []))
+    others.discard(name)
+    if await _request_all(memo, namespace, others):
+        memo.databases[key] = identity
 
 
 @kopf.on.event("apps", "v1", "deployments")
@@ -69,15 +109,45 @@ async def on_deployment_event(
     budgets_by_deployment: kopf.Index, **_: Any,
 ) -> None:  # fmt: skip
     key = names.deployment_key(namespace, name)
-    budgets = list(budgets_by_deployment.get(key, []))
+    budgets = set(budgets_by_deployment.get(key, []))
     if not budgets:
         return
     fields = None if type == "DELETED" else desired.watched_fields(body)
-    if key in memo.seen and memo.seen[key] == fields:
+    if memo.seen.get(key, _UNSEEN) == fields:
         return  # a status or template change: the plan does not depend on it
-    memo.seen[key] = fields
-    for budget in sorted(set(budgets)):
-        await _request(memo, namespace, budget)
+    # Recorded only after every pass succeeded: a failed pass is retried in the background,
+    # and an identical event after it is not mistaken for one already handled.
+    if await _request_all(memo, namespace, budgets):
+        memo.seen[key] = fields
+
+
+@kopf.on.event("v1", "pods")
+async def on_pod_event(
+    type: str, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
+    budgets_by_pgbouncer: kopf.Index, **_: Any,
+) -> None:  # fmt: skip
+    """PgBouncer pods appearing, starting to terminate, and disappearing change the plan."""
+    deployment = desired.owning_deployment(body)
+    if deployment is None:
+        return
+    budgets = set(budgets_by_pgbouncer.get(names.deployment_key(namespace, deployment), []))
+    if not budgets:
+        return
+    key = (namespace, name)
+    state = None if type == "DELETED" else desired.is_terminating(body)
+    if memo.pods.get(key, _UNSEEN) == state:
+        return  # a status change of a pod already counted
+    if await _request_all(memo, namespace, budgets):
+        if state is None:
+            memo.pods.pop(key, None)
+        else:
+            memo.pods[key] = state
+
+
+async def _request_all(memo: kopf.Memo, namespace: str, budgets: set[str]) -> bool:
+    """A pass for each budget; False when any failed (it is being retried in the background)."""
+    results = [await memo.retrier.request(names.budget_key(namespace, b)) for b in sorted(budgets)]
+    return all(results)
 
 
 async def _request(memo: kopf.Memo, namespace: str, name: str) -> None:

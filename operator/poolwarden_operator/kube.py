@@ -18,6 +18,8 @@ from poolwarden_operator import names
 
 JSON = dict[str, Any]
 MERGE = "application/merge-patch+json"
+PAGE = 250
+"""Pods per list request; larger namespaces are read in several pages."""
 
 
 class Kube:
@@ -49,14 +51,20 @@ class Kube:
         )  # fmt: skip
 
     async def list_budgets(self, namespace: str) -> list[JSON]:
-        found = await asyncio.to_thread(
-            self.custom.list_namespaced_custom_object,
-            names.GROUP,
-            names.VERSION,
-            namespace,
-            names.PLURAL,
-        )
-        return found.get("items", [])
+        items: list[JSON] = []
+        token = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": PAGE}
+            if token:
+                kwargs["_continue"] = token
+            found = await asyncio.to_thread(
+                self.custom.list_namespaced_custom_object,
+                names.GROUP, names.VERSION, namespace, names.PLURAL, **kwargs,
+            )  # fmt: skip
+            items += found.get("items", [])
+            token = (found.get("metadata") or {}).get("continue")
+            if not token:
+                return items
 
     async def patch_budget_status(self, namespace: str, name: str, status: JSON) -> None:
         await asyncio.to_thread(
@@ -112,13 +120,21 @@ class Kube:
         await asyncio.to_thread(self.core.create_namespaced_config_map, namespace, body)
 
     async def list_pods(self, namespace: str, selector: str) -> list[JSON]:
-        response = await asyncio.to_thread(
-            self.core.list_namespaced_pod,
-            namespace,
-            label_selector=selector,
-            _preload_content=False,
-        )
-        return json.loads(response.data).get("items", [])
+        """Pods matching ``selector``, read in pages of ``PAGE`` (limit/continue)."""
+        items: list[JSON] = []
+        token = None
+        while True:
+            kwargs: dict[str, Any] = {"label_selector": selector, "limit": PAGE}
+            if token:
+                kwargs["_continue"] = token
+            response = await asyncio.to_thread(
+                self.core.list_namespaced_pod, namespace, _preload_content=False, **kwargs
+            )
+            page = json.loads(response.data)
+            items += page.get("items", [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         try:

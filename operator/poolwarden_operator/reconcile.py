@@ -27,13 +27,20 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
     wanted = desired.deployment_names(spec)
     found = await asyncio.gather(*(client.get_deployment(namespace, d) for d in wanted))
     deployments = dict(zip(wanted, found, strict=True))
+    pods, others = await asyncio.gather(
+        _pgbouncer_pods(client, namespace, spec, deployments),
+        _overlapping(client, namespace, name, spec),
+    )
+    pods = desired.with_held(pods, previous)
+    overlap = status.overlap_condition(others, observed)
     try:
-        plan = planner.plan(*desired.planner_inputs(spec, deployments))
+        desired.check_configmaps(name, spec)
+        plan = planner.plan(*desired.planner_inputs(spec, deployments, pods))
     except desired.SpecError as exc:
-        await _invalid(client, budget, exc, exc.reason, observed, previous)
+        await _invalid(client, budget, exc, exc.reason, observed, deployments, pods, overlap)
         return
     except planner.PlannerError as exc:
-        await _invalid(client, budget, exc, "InvalidBudget", observed, previous)
+        await _invalid(client, budget, exc, "InvalidBudget", observed, deployments, pods, overlap)
         return
 
     written = await _written_generation(client, namespace, name, spec)
@@ -45,7 +52,9 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
         if item["name"] in rollout and deployment is not None:
             await _set_template(client, namespace, deployment, plan.consumer(item["name"]))
 
-    new_status = status.applied(spec, generation, observed, plan, files, previous, _now())
+    new_status = status.applied(spec, generation, observed, plan, files, previous, _now(), pods)
+    new_status["conditions"] = status.merge_conditions(new_status["conditions"], [overlap], _now())
+    await _report_overlap(client, budget, overlap, previous)
     if _differs(new_status, previous):
         await client.patch_budget_status(namespace, name, new_status)
     if generation != previous.get("planGeneration"):
@@ -88,8 +97,35 @@ async def _written_generation(
     cm = await client.get_configmap(
         namespace, names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap"))
     )
-    found.append(pgbouncer_ini.generation(((cm or {}).get("data") or {}).get(names.SIZING_KEY, "")))
+    try:
+        found.append(
+            pgbouncer_ini.generation(((cm or {}).get("data") or {}).get(names.SIZING_KEY, ""))
+        )
+    except pgbouncer_ini.SizingError:
+        pass  # hand-edited into nonsense: it will be rewritten
     return max(found)
+
+
+async def _overlapping(
+    client: kube.Kube, namespace: str, name: str, spec: dict[str, Any]
+) -> list[str]:
+    """Other budgets for the same database and role (none to look for without an identity)."""
+    if desired.database_identity(namespace, spec) is None:
+        return []
+    return desired.overlapping(namespace, name, spec, await client.list_budgets(namespace))
+
+
+async def _pgbouncer_pods(
+    client: kube.Kube, namespace: str, spec: dict[str, Any], deployments: dict[str, Any]
+) -> desired.Pods:
+    """The PgBouncer Deployment's pods that exist, terminating ones included."""
+    name = spec["pgbouncer"]["deployment"]
+    deployment = deployments.get(name)
+    # Without the Deployment its pods (being garbage-collected) are found by owner alone.
+    selector = kube.label_selector(deployment) if deployment is not None else ""
+    if deployment is not None and not selector:
+        return desired.Pods()
+    return desired.count_pods(await client.list_pods(namespace, selector), name)
 
 
 async def _write_files(
@@ -151,16 +187,44 @@ async def _invalid(
     error: Exception,
     reason: str,
     observed: int,
-    previous: dict[str, Any],
+    deployments: dict[str, Any],
+    pods: desired.Pods,
+    overlap: dict[str, Any],
 ) -> None:
+    """Fail safe: PgBouncer gets ``max(1, budget // pods)``, never the old, larger limits."""
     meta = budget["metadata"]
-    new_status = status.invalid(error, reason, observed, previous, _now())
+    namespace, name = meta["namespace"], meta["name"]
+    spec, previous = budget["spec"], budget.get("status") or {}
+    safe = desired.safe_pgbouncer(spec, deployments, pods)
+    written = await _written_generation(client, namespace, name, spec)
+    generation, sizing = desired.sizing_file(
+        namespace, name, spec, safe.pgbouncer, previous, written
+    )
+    await _write_files(client, budget, [sizing])
+    new_status = status.invalid(
+        error, reason, observed, previous, _now(), safe, generation, sizing, pods
+    )
+    new_status["conditions"] = status.merge_conditions(new_status["conditions"], [overlap], _now())
+    await _report_overlap(client, budget, overlap, previous)
     was = {c["type"]: c for c in previous.get("conditions") or []}.get("Ready") or {}
+    message = status.invalid_message(error, safe)
     if _differs(new_status, previous):
-        await client.patch_budget_status(meta["namespace"], meta["name"], new_status)
-    if was.get("message") != str(error):
-        await client.post_event(budget, "Warning", reason, str(error))
-    log.warning("budget %s/%s cannot be planned: %s", meta["namespace"], meta["name"], error)
+        await client.patch_budget_status(namespace, name, new_status)
+    if was.get("message") != message:
+        await client.post_event(budget, "Warning", reason, message)
+    bouncer = deployments.get(spec["pgbouncer"]["deployment"])
+    if bouncer is not None:
+        await _annotate_pods(client, namespace, bouncer, sizing.generation)
+    log.warning("budget %s/%s cannot be planned: %s", namespace, name, message)
+
+
+async def _report_overlap(
+    client: kube.Kube, budget: dict[str, Any], overlap: dict[str, Any], previous: dict[str, Any]
+) -> None:
+    """A Warning Event when the budget starts to overlap others (or the set changes)."""
+    was = {c["type"]: c for c in previous.get("conditions") or []}.get("Overlapping") or {}
+    if overlap["status"] == "True" and was.get("message") != overlap["message"]:
+        await client.post_event(budget, "Warning", "Overlapping", overlap["message"])
 
 
 def _differs(new: dict[str, Any], previous: dict[str, Any]) -> bool:

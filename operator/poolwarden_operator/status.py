@@ -30,6 +30,7 @@ def applied(
     plan_files: list[desired.File],
     previous: dict[str, Any],
     now: str,
+    pods: desired.Pods | None = None,
 ) -> dict[str, Any]:
     """The budget's status for a plan that was applied."""
     over = plan.overcommitted
@@ -62,14 +63,7 @@ def applied(
         ),
         "serverTotal": plan.server_total,
         "clientTotal": plan.client_total,
-        "pgbouncer": {
-            "replicas": plan.pgbouncer.replicas,
-            "surge": plan.pgbouncer.surge,
-            "defaultPoolSize": plan.pgbouncer.default_pool_size,
-            "maxDbConnections": plan.pgbouncer.max_db_connections,
-            "reservePoolSize": plan.pgbouncer.reserve_pool_size,
-            "maxClientConn": plan.pgbouncer.max_client_conn,
-        },
+        "pgbouncer": pgbouncer_status(plan.pgbouncer, plan.pgbouncer_pods, pods, previous),
         "consumers": [
             {
                 "name": c.name,
@@ -91,15 +85,96 @@ def applied(
 
 
 def invalid(
-    error: Exception, reason: str, observed: int, previous: dict[str, Any], now: str
+    error: Exception,
+    reason: str,
+    observed: int,
+    previous: dict[str, Any],
+    now: str,
+    safe: planner.SafeSizing | None = None,
+    generation: int | None = None,
+    sizing: desired.File | None = None,
+    pods: desired.Pods | None = None,
 ) -> dict[str, Any]:
-    """The budget's status when it cannot be planned; the last applied plan stays in place."""
+    """The budget's status when it cannot be planned.
+
+    PgBouncer got the fail-safe sizing (``safe``), never the last plan's larger limits; the
+    consumers' plan files stay as they are (PgBouncer caps what they can reach).
+    """
     conditions = merge_conditions(
         previous.get("conditions") or [],
-        [_condition("Ready", False, reason, str(error), observed)],
+        [_condition("Ready", False, reason, invalid_message(error, safe), observed)],
         now,
     )
-    return {"observedGeneration": observed, "state": "Invalid", "conditions": conditions}
+    result: dict[str, Any] = {
+        "observedGeneration": observed,
+        "state": "Invalid",
+        "conditions": conditions,
+    }
+    if safe is not None and sizing is not None:
+        b = safe.pgbouncer
+        result["planGeneration"] = generation
+        result["pgbouncer"] = pgbouncer_status(b, None, pods, previous)
+        files = dict(previous.get("files") or {})
+        files[sizing.configmap] = {"digest": sizing.digest, "generation": sizing.generation}
+        result["files"] = files
+    return result
+
+
+def pgbouncer_status(
+    b: planner.PgBouncerPlan, count: int | None, pods: desired.Pods | None, previous: dict[str, Any]
+) -> dict[str, Any]:
+    """``status.pgbouncer``: the limits, and what terminating pods may still hold.
+
+    ``previousMaxDbConnections`` is the limit before the current one (a pod that starts
+    terminating may not have read the current file yet); ``terminatingHeld`` the limit each
+    terminating pod may keep until it is gone.
+    """
+    before = previous.get("pgbouncer") or {}
+    last = before.get("maxDbConnections")
+    result: dict[str, Any] = {
+        "replicas": b.replicas,
+        "surge": b.surge,
+        "defaultPoolSize": b.default_pool_size,
+        "maxDbConnections": b.max_db_connections,
+        "reservePoolSize": b.reserve_pool_size,
+        "maxClientConn": b.max_client_conn,
+        "previousMaxDbConnections": (
+            last if last is not None and last != b.max_db_connections
+            else before.get("previousMaxDbConnections", b.max_db_connections)
+        ),
+        "terminatingHeld": dict(pods.held) if pods is not None else {},
+    }  # fmt: skip
+    if count is not None:
+        result["pods"] = count
+    return result
+
+
+def invalid_message(error: Exception, safe: planner.SafeSizing | None) -> str:
+    """What is wrong, what to change, and what PgBouncer was given meanwhile."""
+    if safe is None:
+        return str(error)
+    b = safe.pgbouncer
+    given = f"PgBouncer was given max_db_connections {b.max_db_connections} per pod"
+    if safe.fits:
+        return f"{error}. Meanwhile {given}: {safe.message}"
+    return f"{error}. Meanwhile {given}, which does not fit: {safe.message}"
+
+
+def overlap_condition(others: list[str], observed: int) -> dict[str, Any]:
+    """``Overlapping``: other budgets of this namespace for the same database and role."""
+    if not others:
+        return _condition(
+            "Overlapping", False, "NoOverlap",
+            "no other ConnectionBudget in this namespace names the same database and role",
+            observed,
+        )  # fmt: skip
+    return _condition(
+        "Overlapping", True, "SameDatabase",
+        f"ConnectionBudget(s) {', '.join(others)} name the same spec.database host, port, name "
+        "and role: each plans the whole budget, so together they can exceed it; keep one budget "
+        "per database and role, or give each its own role and split maxConnections",
+        observed,
+    )  # fmt: skip
 
 
 def merge_conditions(

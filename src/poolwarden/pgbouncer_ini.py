@@ -23,6 +23,9 @@ import re
 FILE_NAME = "sizing.ini"
 KEYS = ("default_pool_size", "max_client_conn", "max_db_connections", "reserve_pool_size")
 _LINE = re.compile(r"^\s*([a-z_]+)\s*=\s*(\S+)\s*$")
+MAX_INT = 2**63 - 1
+"""The largest number a sizing include may hold (PgBouncer and the budget's status: int64)."""
+_MAX_DIGITS = len(str(MAX_INT))
 _HEADER_GENERATION = re.compile(r"^; poolwarden sizing for .*, generation (\d+)\.", re.M)
 
 
@@ -42,8 +45,8 @@ class Sizing:
     def __post_init__(self) -> None:
         for key in KEYS:
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise SizingError(f"{key} must be a non-negative integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+                raise SizingError(f"{key} must be an integer from 0 to {MAX_INT}, got {value!r}")
         if self.max_db_connections < 1:
             raise SizingError("max_db_connections must be >= 1 (0 would mean unlimited)")
         if self.default_pool_size < 1:
@@ -68,10 +71,7 @@ def parse(text: str) -> Sizing:
         match = _LINE.match(line)
         if not match or match.group(1) not in KEYS:
             raise SizingError(f"line {number}: expected one of {list(KEYS)} = <integer>: {raw!r}")
-        try:
-            values[match.group(1)] = int(match.group(2))
-        except ValueError as exc:
-            raise SizingError(f"line {number}: {match.group(1)} must be an integer") from exc
+        values[match.group(1)] = _number(match.group(2), f"line {number}: {match.group(1)}")
     missing = [key for key in KEYS if key not in values]
     if missing:
         raise SizingError(f"sizing include is missing {missing}")
@@ -79,6 +79,20 @@ def parse(text: str) -> Sizing:
 
 
 def generation(text: str) -> int:
-    """The generation `render` wrote into the header; 0 when there is none."""
+    """The generation `render` wrote into the header; 0 when there is none.
+
+    A header edited by hand to a number PgBouncer's status could not hold raises SizingError.
+    """
     match = _HEADER_GENERATION.search(text)
-    return int(match.group(1)) if match else 0
+    return _number(match.group(1), "the header's generation") if match else 0
+
+
+def _number(text: str, what: str) -> int:
+    # Check the length first: Python refuses to convert more than 4300 digits (ValueError).
+    digits = text.lstrip("+-").lstrip("0")
+    if len(digits) > _MAX_DIGITS or not text.lstrip("+-").isdigit():
+        raise SizingError(f"{what} must be an integer from 0 to {MAX_INT}, got {text[:40]!r}")
+    value = int(text)
+    if not 0 <= value <= MAX_INT:
+        raise SizingError(f"{what} must be an integer from 0 to {MAX_INT}, got {text[:40]!r}")
+    return value

@@ -30,6 +30,8 @@ from typing import Any
 API_VERSION = "poolwarden.io/v1alpha1"
 KIND = "PoolPlan"
 FILE_NAME = "plan.json"
+MAX_INT = 2**63 - 1
+"""The largest number a plan file may hold (an int64, what the budget's status can store)."""
 
 
 class PlanFileError(ValueError):
@@ -78,6 +80,13 @@ def parse(text: str | bytes) -> PoolPlan:
         data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PlanFileError(f"plan file is not valid JSON: {exc}") from exc
+    except ValueError as exc:  # a number with more digits than Python converts (4300)
+        raise PlanFileError(
+            f"plan file holds a number too large to read ({exc}); every number must be at most "
+            f"{MAX_INT}"
+        ) from exc
+    except RecursionError as exc:
+        raise PlanFileError("plan file nests too deeply to be a plan") from exc
     if not isinstance(data, dict):
         raise PlanFileError("plan file must hold a JSON object")
     if data.get("apiVersion") != API_VERSION or data.get("kind") != KIND:
@@ -86,8 +95,15 @@ def parse(text: str | bytes) -> PoolPlan:
             f"got {data.get('apiVersion')!r} / {data.get('kind')!r}"
         )
     known = {
-        "apiVersion", "kind", "budget", "consumer", "explanation",
-        "generation", "maxOverflow", "overcommitted", "poolSize",
+        "apiVersion",
+        "kind",
+        "budget",
+        "consumer",
+        "explanation",
+        "generation",
+        "maxOverflow",
+        "overcommitted",
+        "poolSize",
     }
     unknown = sorted(set(data) - known)
     if unknown:
@@ -117,3 +133,5 @@ def _check_int(field: str, value: object, *, minimum: int) -> None:
         raise PlanFileError(f"plan file field {field!r} must be an integer, got {value!r}")
     if value < minimum:
         raise PlanFileError(f"plan file field {field!r} must be >= {minimum}, got {value}")
+    if value > MAX_INT:
+        raise PlanFileError(f"plan file field {field!r} must be at most {MAX_INT}, got {value}")

@@ -3,8 +3,11 @@
 Given a database budget, the PgBouncer replicas and the consumers (Deployments running gunicorn
 workers with one SQLAlchemy pool each), compute every limit in the chain:
 
-* per PgBouncer replica: ``max_db_connections = budget // (replicas + surge)`` so that PgBouncer
-  alone keeps the database inside its budget, even mid-rollout and even with the operator down;
+* per PgBouncer pod: ``max_db_connections = budget // pods`` where ``pods`` counts every pod that
+  may hold server connections (``max(live, replicas + surge) + terminating``: the Deployment
+  controller does not count terminating pods against maxSurge), so that
+  ``pods x max_db_connections <= budget`` holds in every state the operator can see; a terminating
+  pod keeps lowering the others' limits until it is gone (lower before raise);
   ``reserve_pool_size`` is a tenth of it and ``default_pool_size`` the rest;
 * per consumer worker: a *share* of concurrent transactions (``pool_size + max_overflow``)
   so that every worker of every pod, surge pods included, fits the server connections the
@@ -55,11 +58,22 @@ class Budget:
 
 @dataclasses.dataclass(frozen=True)
 class PgBouncer:
-    """The PgBouncer Deployment: replicas, rollout surge, and the wanted ``max_client_conn``."""
+    """The PgBouncer Deployment: replicas, rollout surge, the wanted ``max_client_conn``, and the
+    pods that exist now (``live`` not terminating, ``terminating`` with a deletion timestamp)."""
 
     replicas: int
     surge: int = 0
     max_client_conn: int = DEFAULT_MAX_CLIENT_CONN
+    live: int = 0
+    terminating: int = 0
+    held: tuple[int, ...] = ()
+    """The ``max_db_connections`` that terminating pods may still hold (one per pod known; a
+    pod that terminated before it read a lower limit keeps the higher one until it is gone)."""
+
+    @property
+    def pods(self) -> int:
+        """Pods that may hold server connections: ``max(live, replicas + surge) + terminating``."""
+        return pods_that_may_hold(self.replicas, self.surge, self.live, self.terminating)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +141,9 @@ class Plan:
     capacity: int
     """Server connections the PgBouncer replicas hold in steady state (<= budget)."""
     server_total: int
-    """Server connections all PgBouncer pods, surge included, may open (<= budget)."""
+    """Server connections all PgBouncer pods that may hold them may open (<= budget)."""
+    pgbouncer_pods: int
+    """PgBouncer pods that may hold server connections (surge and terminating included)."""
     client_total: int
     """Concurrent transactions all workers, surge pods included, may ask for."""
     overcommitted: bool
@@ -149,6 +165,7 @@ class Plan:
             "budget": self.budget,
             "capacity": self.capacity,
             "server_total": self.server_total,
+            "pgbouncer_pods": self.pgbouncer_pods,
             "client_total": self.client_total,
             "overcommitted": self.overcommitted,
             "pgbouncer": dataclasses.asdict(self.pgbouncer),
@@ -207,17 +224,96 @@ def resolve_surge(
     return max_surge
 
 
+def pods_that_may_hold(replicas: int, surge: int, live: int = 0, terminating: int = 0) -> int:
+    """PgBouncer pods that may hold server connections.
+
+    The Deployment controller keeps at most ``replicas + surge`` pods that are not terminating
+    (more only while a scale-down is under way, which ``live`` shows) and does not count
+    terminating pods at all; a terminating PgBouncer still serves and drains until it is gone.
+    The result is at least ``max(live, replicas + surge) + terminating``.
+    """
+    if live > replicas + surge:
+        # A scale-down the controller has not carried out yet: these pods are about to
+        # terminate with the limit they hold now, so the plan does not raise it meanwhile.
+        return live + surge + terminating
+    return max(live, replicas + surge) + terminating
+
+
+def held_total(pods: int, held: tuple[int, ...], max_db: int) -> int:
+    """Server connections ``pods`` may hold when each gets ``max_db`` and the terminating pods of
+    ``held`` may keep their larger limits."""
+    return (pods - len(held)) * max_db + sum(max(h, max_db) for h in held)
+
+
+@dataclasses.dataclass(frozen=True)
+class SafeSizing:
+    """PgBouncer limits for any budget, even one that cannot be planned."""
+
+    pgbouncer: PgBouncerPlan
+    fits: bool
+    """False when even one server connection per pod exceeds the budget."""
+    message: str
+
+
+def safe_pgbouncer(available: int, pgbouncer: PgBouncer) -> SafeSizing:
+    """The safest PgBouncer sizing that still serves: ``max(1, available // pods)`` per pod.
+
+    Never raises: it is what the operator writes when a budget is invalid or infeasible, so that
+    old, larger limits are never kept. When even 1 per pod does not fit, every pod gets 1, and
+    only PostgreSQL's own connection limit for the role keeps the database inside its budget.
+    """
+    pods = max(1, pgbouncer.pods)
+    max_db = max(1, available // pods)
+    held = pgbouncer.held[: pgbouncer.terminating]
+    if held:
+        # The other pods share what the known terminating pods may still hold: the largest
+        # limit m with others x m + sum(max(h, m)) <= available (a pod may also read m).
+        low, high = 1, max_db
+        while low < high:
+            mid = (low + high + 1) // 2
+            if held_total(pods, held, mid) <= available:
+                low = mid
+            else:
+                high = mid - 1
+        max_db = low
+    reserve = max_db // 10
+    fits = held_total(pods, held, max_db) <= available
+    if fits:
+        message = (
+            f"{pods} PgBouncer pod(s) that may hold server connections x max_db_connections "
+            f"{max_db} = {pods * max_db} <= budget {available}"
+        )
+    else:
+        message = (
+            f"{pods} PgBouncer pod(s) that may hold server connections cannot each get one of the "
+            f"{max(0, available)} budgeted connections: every pod gets max_db_connections 1 "
+            f"({pods} in all) and only PostgreSQL's connection limit for the role keeps the "
+            "database inside its budget; lower the PgBouncer replicas or its maxSurge, or raise "
+            "maxConnections"
+        )
+    bouncer = PgBouncerPlan(
+        replicas=pgbouncer.replicas,
+        surge=pgbouncer.surge,
+        default_pool_size=max_db - reserve,
+        max_db_connections=max_db,
+        reserve_pool_size=reserve,
+        max_client_conn=max(1, pgbouncer.max_client_conn),
+    )
+    return SafeSizing(bouncer, fits, message)
+
+
 def plan(
     budget: Budget, pgbouncer: PgBouncer, consumers: list[Consumer] | tuple[Consumer, ...]
 ) -> Plan:
     """Size every pool in the chain; raise PlannerError for input that makes no sense."""
     _validate(budget, pgbouncer, consumers)
     available = budget.available
-    bouncer_pods = pgbouncer.replicas + pgbouncer.surge
-    max_db = available // max(1, bouncer_pods)
+    bouncer_pods = pgbouncer.pods
+    max_db = safe_pgbouncer(available, pgbouncer).pgbouncer.max_db_connections
     reserve = max_db // 10
     capacity = available if pgbouncer.replicas == 0 else min(available, pgbouncer.replicas * max_db)
-    server_total = bouncer_pods * max_db
+    held = pgbouncer.held[: pgbouncer.terminating]
+    server_total = held_total(bouncer_pods, held, max_db) if bouncer_pods else 0
 
     peak_workers = sum(c.peak_workers for c in consumers)
     overcommitted = peak_workers > capacity
@@ -239,6 +335,7 @@ def plan(
         budget=available,
         capacity=capacity,
         server_total=server_total,
+        pgbouncer_pods=bouncer_pods,
         client_total=client_total,
         overcommitted=overcommitted,
         pgbouncer=bouncer,
@@ -256,15 +353,20 @@ def needed_max_connections(result: Plan) -> int:
     if b.replicas == 0:
         return result.reserved + max(1, workers)
     per_bouncer = max(1, math.ceil(workers / b.replicas))
-    return result.reserved + (b.replicas + b.surge) * per_bouncer
+    return result.reserved + result.pgbouncer_pods * per_bouncer
 
 
 def _explain(result: Plan, peak_workers: int, raised_client_conn: bool) -> str:
     b = result.pgbouncer
+    counted = ""
+    if result.pgbouncer_pods != b.replicas + b.surge:
+        counted = (
+            f"; {result.pgbouncer_pods} pods may hold server connections, terminating included"
+        )
     parts = [
         f"Budget {result.budget} = max_connections {result.max_connections}"
         f" - reserved {result.reserved}.",
-        f"{b.replicas} PgBouncer replica(s) (+{b.surge} surge) get max_db_connections "
+        f"{b.replicas} PgBouncer replica(s) (+{b.surge} surge{counted}) get max_db_connections "
         f"{b.max_db_connections} each (default_pool_size {b.default_pool_size} + reserve "
         f"{b.reserve_pool_size}), so at most {result.server_total} server connections"
         " even mid-rollout;",
@@ -346,11 +448,16 @@ def _validate(
     _check_int("pgbouncer.replicas", pgbouncer.replicas, minimum=0)
     _check_int("pgbouncer.surge", pgbouncer.surge, minimum=0)
     _check_int("pgbouncer.maxClientConn", pgbouncer.max_client_conn, minimum=1)
-    pods = pgbouncer.replicas + pgbouncer.surge
+    _check_int("pgbouncer.live", pgbouncer.live, minimum=0)
+    _check_int("pgbouncer.terminating", pgbouncer.terminating, minimum=0)
+    for held in pgbouncer.held:
+        _check_int("pgbouncer.held", held, minimum=1)
+    pods = pgbouncer.pods
     if pods > budget.available:
         raise PlannerError(
             "pgbouncer.replicas",
-            f"{pods} PgBouncer pods (replicas + surge) cannot each get one of the "
+            f"{pods} PgBouncer pods (replicas + surge, or the pods that exist, plus terminating "
+            "ones) cannot each get one of the "
             f"{budget.available} budgeted connections; lower the PgBouncer replicas or its "
             f"maxSurge, or raise maxConnections",
         )

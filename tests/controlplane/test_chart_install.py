@@ -178,7 +178,10 @@ def test_install_upgrade_uninstall(k, control_plane):
 
     # the ConnectionBudget is accepted by the CRD as rendered from values
     budget = k.get("connectionbudget", full, ns)
-    assert budget["spec"]["database"] == {"maxConnections": 100, "reserved": 10}
+    assert budget["spec"]["database"] == {
+        "maxConnections": 100, "reserved": 10,
+        "host": f"{full}-postgresql", "port": 5432, "name": "poolwarden", "role": "poolwarden",
+    }  # fmt: skip
     assert budget["spec"]["pgbouncer"]["deployment"] == f"{full}-pgbouncer"
     [consumer] = budget["spec"]["consumers"]
     assert consumer["deployment"] == f"{full}-app"

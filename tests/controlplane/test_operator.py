@@ -2,8 +2,10 @@
 
 The operator runs as a subprocess (``python -m poolwarden_operator``) with a token of its own
 ServiceAccount, bound to the Role rendered by ``helm template`` from
-``charts/poolwarden/templates/operator-rbac.yaml``: these tests prove the RBAC is sufficient
-(and, separately, not more). There is no kubelet, so pods stay Pending; annotations still land.
+``charts/poolwarden/templates/operator-rbac.yaml`` and under the admission policies of
+``operator-admission-policy.yaml``: these tests prove the rules are sufficient (and, separately
+and in test_operator_privileges.py, not more). There is no kubelet, so pods stay Pending;
+annotations still land.
 """
 
 from __future__ import annotations
@@ -242,26 +244,45 @@ def crd(admin):
     return body
 
 
+OPERATOR_RULES = ("templates/operator-rbac.yaml", "templates/operator-admission-policy.yaml")
+
+
 @pytest.fixture(scope="session")
-def rbac_documents(tmp_path_factory):
-    """templates/operator-rbac.yaml rendered by helm with the chart's own helpers and values."""
+def render_rbac(tmp_path_factory):
+    """The operator's rules (Role, RoleBinding, admission policies) rendered by helm with the
+    chart's own helpers and values (plus ``sets``), for the namespace ``NAMESPACE``."""
     if not HELM.exists():
         pytest.fail("helm is missing: run `make tools`", pytrace=False)
     chart = tmp_path_factory.mktemp("rbac-chart") / "poolwarden"
     (chart / "templates").mkdir(parents=True)
-    for part in (
-        "Chart.yaml",
-        "values.yaml",
-        "templates/_helpers.tpl",
-        "templates/operator-rbac.yaml",
-    ):
+    for part in ("Chart.yaml", "values.yaml", "templates/_helpers.tpl", *OPERATOR_RULES):
         shutil.copy(CHART / part, chart / part)
-    rendered = subprocess.run(
-        [str(HELM), "template", "pw", str(chart), "--namespace", "NAMESPACE",
-         "--show-only", "templates/operator-rbac.yaml"],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    return [d for d in yaml.safe_load_all(rendered) if d]
+    cache: dict[tuple, list[dict]] = {}
+
+    def render(sets: dict[str, str]) -> list[dict]:
+        key = tuple(sorted(sets.items()))
+        if key not in cache:
+            args = [str(HELM), "template", "pw", str(chart), "--namespace", "NAMESPACE"]
+            for part in OPERATOR_RULES:
+                args += ["--show-only", part]
+            for k, v in sets.items():
+                args += ["--set", f"{k}={v}"]
+            rendered = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+            cache[key] = [d for d in yaml.safe_load_all(rendered) if d]
+        return cache[key]
+
+    return render
+
+
+@pytest.fixture
+def rbac_values() -> dict[str, str]:
+    """Chart values the operator's rules are rendered with (a test may parametrize it)."""
+    return {}
+
+
+@pytest.fixture
+def rbac_documents(render_rbac, rbac_values):
+    return render_rbac(rbac_values)
 
 
 @pytest.fixture
@@ -274,8 +295,11 @@ def cluster(admin, crd):
 
 @pytest.fixture
 def operator_account(cluster, control_plane, rbac_documents):
-    """Apply the rendered Role + RoleBinding into the test namespace; return the SA kubeconfig."""
+    """Apply the rendered Role + RoleBinding into the test namespace and the admission policies
+    bound to it; return the SA kubeconfig."""
     account = None
+    admission = kubernetes.client.AdmissionregistrationV1Api(cluster.api)
+    policies, bindings = [], []
     for doc in rbac_documents:
         doc = json.loads(json.dumps(doc).replace("NAMESPACE", cluster.ns))
         if doc["kind"] == "Role":
@@ -283,10 +307,20 @@ def operator_account(cluster, control_plane, rbac_documents):
         elif doc["kind"] == "RoleBinding":
             cluster.rbac.create_namespaced_role_binding(cluster.ns, doc)
             account = doc["subjects"][0]["name"]
+        elif doc["kind"] == "ValidatingAdmissionPolicy":
+            admission.create_validating_admission_policy(doc)
+            policies.append(doc["metadata"]["name"])
+        elif doc["kind"] == "ValidatingAdmissionPolicyBinding":
+            admission.create_validating_admission_policy_binding(doc)
+            bindings.append(doc["metadata"]["name"])
         else:
-            pytest.fail(f"operator-rbac.yaml renders an unexpected {doc['kind']}")
+            pytest.fail(f"the operator's rules render an unexpected {doc['kind']}")
     assert account, "operator-rbac.yaml must bind a ServiceAccount"
-    return control_plane.service_account_kubeconfig(cluster.ns, account)
+    yield control_plane.service_account_kubeconfig(cluster.ns, account)
+    for name in bindings:
+        admission.delete_validating_admission_policy_binding(name)
+    for name in policies:
+        admission.delete_validating_admission_policy(name)
 
 
 @pytest.fixture
@@ -468,14 +502,23 @@ def test_overcommitted_budget_says_what_to_change(cluster, run_operator):
     assert not cluster.plan().overcommitted
 
 
-def test_rollout_reload_mode_puts_the_pool_into_the_pod_template(cluster, run_operator):
+@pytest.mark.parametrize("rbac_values", [{"app.reloadMode": "rollout"}])
+def test_rollout_reload_mode_puts_the_pool_into_the_pod_template(
+    cluster, run_operator, rbac_documents
+):
+    # The one Deployment the Role lets the operator patch: the chart's rollout consumer.
+    role = next(d for d in rbac_documents if d["kind"] == "Role")
+    (patch,) = [
+        r for r in role["rules"] if "deployments" in r["resources"] and "patch" in r["verbs"]
+    ]
+    (batch,) = patch["resourceNames"]
     cluster.make_deployment("pgbouncer", 1)
     cluster.make_deployment("app", 2)
-    cluster.make_deployment("batch", 1, strategy={"type": "Recreate"})
+    cluster.make_deployment(batch, 1, strategy={"type": "Recreate"})
     cluster.make_budget(
         consumers=[
             {"name": "app", "deployment": "app", "workersPerPod": 2, "weight": 3},
-            {"name": "batch", "deployment": "batch", "reloadMode": "rollout", "overflow": "half"},
+            {"name": "batch", "deployment": batch, "reloadMode": "rollout", "overflow": "half"},
         ]
     )
     run_operator()
@@ -484,7 +527,7 @@ def test_rollout_reload_mode_puts_the_pool_into_the_pod_template(cluster, run_op
     def template():
         return (
             cluster.apps.read_namespaced_deployment(
-                "batch", cluster.ns
+                batch, cluster.ns
             ).spec.template.metadata.annotations
             or {}
         )

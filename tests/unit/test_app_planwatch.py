@@ -1,13 +1,19 @@
-"""app.planwatch.PlanWatcher.read: what a plan file change does (real files, no server)."""
+"""app.planwatch.PlanWatcher: what a plan file change does (real files and a real watch;
+real engines that never connect, no server)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 
-from app import planwatch
+import pytest
+
+from app import config, db, planwatch, pool
 from poolwarden import planfile
 
 DEFAULT = planfile.PoolPlan(pool_size=5, max_overflow=0)
+SETTINGS = config.Settings(db_host="127.0.0.1", db_port=1, db_password="x")  # never connects
 
 
 def write(path, plan: planfile.PoolPlan) -> None:
@@ -53,3 +59,49 @@ def test_bad_file_keeps_last_good_and_logs_once_per_problem(tmp_path, caplog):
     newer = planfile.PoolPlan(pool_size=4, max_overflow=0, generation=3)
     write(path, newer)
     assert watcher.read() == newer
+
+
+async def wait_until(predicate, *, timeout: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("how", ["removed", "renamed away"])
+async def test_watch_survives_its_directory_being_replaced(tmp_path, how):
+    """The watched directory goes away and comes back (a volume remounted, a directory
+    recreated): a plan written into the new directory still swaps the pool (inotify)."""
+    directory = tmp_path / "plan"
+    directory.mkdir()
+    path = directory / "plan.json"
+    write(path, planfile.PoolPlan(pool_size=2, max_overflow=0, generation=1))
+    watcher = planwatch.PlanWatcher(path, DEFAULT)
+    pools = pool.Pools(lambda p: db.build_engine(SETTINGS, p), watcher.initial())
+    stop = asyncio.Event()
+    task = asyncio.create_task(watcher.run(pools, stop))
+    try:
+        write(path, planfile.PoolPlan(pool_size=3, max_overflow=0, generation=2))
+        assert await wait_until(lambda: pools.current.plan.generation == 2, timeout=10)
+
+        if how == "removed":
+            shutil.rmtree(directory)
+        else:
+            directory.rename(tmp_path / "plan.old")
+        await asyncio.sleep(0.5)  # the watch sees the directory go
+        directory.mkdir()
+        write(path, planfile.PoolPlan(pool_size=4, max_overflow=1, generation=3))
+
+        assert await wait_until(lambda: pools.current.plan.generation == 3, timeout=10), (
+            f"plan in use: {pools.status()}")
+        assert pools.current.plan.pool_size == 4 and pools.swaps == 2
+        # And the watch is on the new directory: the next change in it is seen too.
+        write(path, planfile.PoolPlan(pool_size=1, max_overflow=0, generation=4))
+        assert await wait_until(lambda: pools.current.plan.generation == 4, timeout=10), (
+            f"plan in use: {pools.status()}")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+        await pools.close()

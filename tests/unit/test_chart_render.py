@@ -254,7 +254,13 @@ def test_defaults_render_the_whole_system(defaults):
     assert defaults.get("Deployment", PGBOUNCER)["spec"]["replicas"] == 2
     assert defaults.get("Deployment", APP)["spec"]["replicas"] == 2
     for obj in defaults.docs:
-        if obj["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] not in (
+            "CustomResourceDefinition",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ):
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]["name"]
 
 
@@ -343,7 +349,11 @@ def test_connection_budget_names_the_objects_the_chart_renders(defaults):
     cb = defaults.get("ConnectionBudget", FULL)
     assert cb["apiVersion"] == "poolwarden.io/v1alpha1"
     spec = cb["spec"]
-    assert spec["database"] == {"maxConnections": 100, "reserved": 10}
+    # host/port/name/role: what the operator compares to report two budgets for one database.
+    assert spec["database"] == {
+        "maxConnections": 100, "reserved": 10,
+        "host": f"{FULL}-postgresql", "port": 5432, "name": "poolwarden", "role": "poolwarden",
+    }  # fmt: skip
     assert spec["pgbouncer"]["deployment"] == PGBOUNCER
     assert spec["pgbouncer"]["maxClientConn"] == 1000
     [consumer] = spec["consumers"]

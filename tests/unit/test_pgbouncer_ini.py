@@ -79,7 +79,35 @@ def test_sizing_rejects_negative_and_bool():
 
 
 def test_generation_is_read_back_from_the_header():
-    sizing = pgbouncer_ini.Sizing(default_pool_size=5, max_db_connections=10,
-                                  reserve_pool_size=1, max_client_conn=100)
+    sizing = pgbouncer_ini.Sizing(
+        default_pool_size=5, max_db_connections=10, reserve_pool_size=1, max_client_conn=100
+    )
     assert pgbouncer_ini.generation(pgbouncer_ini.render(sizing, budget="ns/b", generation=7)) == 7
     assert pgbouncer_ini.generation("default_pool_size = 5\n") == 0  # no header: unknown
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "; poolwarden sizing for ns/b, generation " + "9" * 5000 + ". Written by the operator",
+        f"; poolwarden sizing for ns/b, generation {2**63}. Written by the operator",
+    ],
+)
+def test_a_huge_generation_in_a_hand_edited_header_is_a_sizing_error(header):
+    with pytest.raises(pgbouncer_ini.SizingError) as raised:
+        pgbouncer_ini.generation(header + "\n")
+    assert "generation must be an integer from 0 to 9223372036854775807" in str(raised.value)
+    assert pgbouncer_ini.generation(f"; poolwarden sizing for ns/b, generation {2**63 - 1}.") == (
+        2**63 - 1
+    )
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, str(2**63)])
+def test_a_huge_value_is_a_sizing_error(value):
+    text = (
+        f"default_pool_size = {value}\nmax_client_conn = 1\nmax_db_connections = 1\n"
+        "reserve_pool_size = 0\n"
+    )
+    with pytest.raises(pgbouncer_ini.SizingError) as raised:
+        pgbouncer_ini.parse(text)
+    assert "default_pool_size must be an integer from 0 to" in str(raised.value)

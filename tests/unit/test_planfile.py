@@ -80,3 +80,22 @@ def test_parse_errors_name_what_to_fix(text, message):
     with pytest.raises(planfile.PlanFileError) as raised:
         planfile.parse(text)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"poolSize": ' + "9" * 5000 + "}", "too large to read"),
+        (doc(generation=2**63), "'generation' must be at most 9223372036854775807"),
+        (doc(poolSize=2**64), "'poolSize' must be at most"),
+        ("[" * 100_000 + "]" * 100_000, "plan file"),
+    ],
+)
+def test_huge_numbers_in_a_hand_edited_plan_are_a_plan_file_error(text, message):
+    with pytest.raises(planfile.PlanFileError) as raised:
+        planfile.parse(text)
+    assert message in str(raised.value)
+
+
+def test_the_largest_generation_still_reads():
+    assert planfile.parse(doc(generation=2**63 - 1)).generation == 2**63 - 1

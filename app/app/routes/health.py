@@ -13,11 +13,18 @@ import asyncio
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import exc, text
 
-from app import deps
+from app import deps, errors
 
 router = APIRouter(tags=["health"])
+
+
+class Readiness(BaseModel):
+    status: str
+    database: str | None = None
+    reason: str | None = None
 
 
 @router.get("/healthz")
@@ -25,7 +32,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses={
+    503: {"model": Readiness, "headers": errors.RETRY_AFTER,
+          "description": "not ready: schema not created yet, or the database does not answer"},
+})
 async def readyz(rt: deps.RuntimeDep, database: bool = True) -> JSONResponse:
     if not rt.schema_ready:
         return JSONResponse({"status": "not ready", "reason": "schema not created yet"},

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from app import crud, deps, models
+from app import crud, deps, errors, models
 
-router = APIRouter(prefix="/items", tags=["items"])
+router = APIRouter(prefix="/items", tags=["items"], responses=errors.UNAVAILABLE_RESPONSES)
+ItemId = Annotated[int, Path(ge=models.BIGINT_MIN, le=models.BIGINT_MAX)]  # the id column
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=models.ItemPublic)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=models.ItemPublic,
+             responses=errors.BAD_BODY_RESPONSES)
 async def create_item(item_create: models.ItemCreate, session: deps.SessionDep) -> models.Item:
     return await crud.create_item(session=session, item_create=item_create)
 
 
-@router.get("/{item_id}", response_model=models.ItemPublic)
-async def read_item(item_id: int, session: deps.ReadOnlySessionDep) -> models.Item:
+@router.get("/{item_id}", response_model=models.ItemPublic,
+            responses=errors.NOT_FOUND_RESPONSES)
+async def read_item(item_id: ItemId, session: deps.ReadOnlySessionDep) -> models.Item:
     item = await crud.get_item(session=session, item_id=item_id)
     if item is None:
         raise HTTPException(status_code=404, detail=f"item {item_id} not found")
@@ -28,6 +31,6 @@ async def read_item(item_id: int, session: deps.ReadOnlySessionDep) -> models.It
 async def list_items(
     session: deps.ReadOnlySessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=models.BIGINT_MAX)] = 0,  # OFFSET is a bigint
 ) -> list[models.Item]:
     return await crud.list_items(session=session, limit=limit, offset=offset)

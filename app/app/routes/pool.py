@@ -17,7 +17,10 @@ async def pool_status(rt: deps.RuntimeDep) -> dict[str, object]:
     return status
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses={
+    200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+          "description": "Prometheus text exposition format"},
+})
 async def metrics(rt: deps.RuntimeDep) -> Response:
     rt.metrics.observe_pool(rt.pools.status())
     return Response(rt.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

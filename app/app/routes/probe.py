@@ -13,9 +13,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import text
 
-from app import deps
+from app import deps, errors
 
-router = APIRouter(prefix="/probe", tags=["probe"])
+router = APIRouter(prefix="/probe", tags=["probe"], responses=errors.UNAVAILABLE_RESPONSES)
 VARIANTS = 1000
 
 

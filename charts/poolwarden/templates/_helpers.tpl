@@ -418,3 +418,32 @@ connection per pod does not fit.
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}
+
+{{/*
+The consumer Deployments with reloadMode rollout, as a JSON list: the only Deployments the
+operator may patch (their pod template's pool-size annotations). Follows the consumers
+templates/connectionbudget.yaml renders (the app, `app.reloadMode`).
+*/}}
+{{- define "poolwarden.operator.rolloutDeployments" -}}
+{{- $names := list }}
+{{- if eq (toString .Values.app.reloadMode) "rollout" }}
+{{- $names = append $names (include "poolwarden.app.fullname" .) }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}
+
+{{/*
+The operator's ServiceAccount as the API server names the requests it makes.
+*/}}
+{{- define "poolwarden.operator.username" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "poolwarden.operator.serviceAccountName" .) }}
+{{- end }}
+
+{{/*
+Cluster-scoped admission policies and bindings of one release: `<namespace>.<operator>-<what>`.
+A namespace has no dots, so two releases (any namespaces, any names) never share one.
+Usage: include "poolwarden.operator.admissionPolicyName" (dict "context" $ "what" "pods")
+*/}}
+{{- define "poolwarden.operator.admissionPolicyName" -}}
+{{- printf "%s.%s-%s" .context.Release.Namespace (include "poolwarden.operator.fullname" .context) .what }}
+{{- end }}
