@@ -6,9 +6,10 @@ Each thread repeats: create an item (POST /items), read it back (GET /items/{id}
 A fresh connection per request, so every request goes through the Service's current endpoints.
 It stops after MAX_SECONDS, after MAX_REQUESTS, or when /tmp/stop exists. One JSON line per
 request on stdout: t0, t1 (epoch seconds), op, status (0: no HTTP answer), outcome
-(ok | unavailable: a 503 | wrong: any other answer or a wrong body | refused: the connection
-was refused, e.g. by a Service without ready endpoints | error: no answer: timeout, reset), and for
-confirmed writes id and name. A last line {"done": true, ...}. Standard library only.
+(ok | unavailable: a 503 with Retry-After | wrong: any other answer, a wrong body or a 503
+without Retry-After | refused: the connection was refused, e.g. by a Service without ready
+endpoints | error: no answer: timeout, reset), and for confirmed writes id and name. A last
+line {"done": true, ...}. Standard library only.
 """
 
 import http.client
@@ -37,7 +38,7 @@ def emit(record):
 
 def request(method, path, body=None):
     t0 = time.time()
-    status, data, error = 0, b"", ""
+    status, data, error, retry_after = 0, b"", "", None
     try:
         conn = http.client.HTTPConnection(URL.hostname, URL.port or 80, timeout=TIMEOUT)
         headers = {"Connection": "close"}
@@ -48,10 +49,11 @@ def request(method, path, body=None):
         conn.request(method, path, body=payload, headers=headers)
         response = conn.getresponse()
         status, data = response.status, response.read()
+        retry_after = response.getheader("Retry-After")
         conn.close()
     except (OSError, http.client.HTTPException) as exc:
         error = type(exc).__name__ + ": " + str(exc)[:200]
-    return t0, time.time(), status, data, error
+    return t0, time.time(), status, data, error, retry_after
 
 
 def record(op, t0, t1, status, outcome, error="", **extra):
@@ -68,11 +70,11 @@ def record(op, t0, t1, status, outcome, error="", **extra):
     )
 
 
-def classify(status, good, error):
+def classify(status, good, error, retry_after=None):
     if status == 0:
         return "refused" if error.startswith("ConnectionRefusedError") else "error"
     if status == 503:
-        return "unavailable"
+        return "unavailable" if retry_after else "wrong"
     return "ok" if good else "wrong"
 
 
@@ -92,7 +94,9 @@ def worker(index):
         name = f"{RUN}-{index}-{n}"
         if not take():
             return
-        t0, t1, status, data, error = request("POST", "/items", {"name": name, "note": "e2e"})
+        t0, t1, status, data, error, retry = request(
+            "POST", "/items", {"name": name, "note": "e2e"}
+        )
         item_id = None
         good = False
         if status == 201:
@@ -102,7 +106,7 @@ def worker(index):
                 item_id = item.get("id") if good else None
             except ValueError:
                 pass
-        outcome = classify(status, good, error)
+        outcome = classify(status, good, error, retry)
         extra = {"id": item_id, "name": name} if outcome == "ok" else {"name": name}
         if outcome == "wrong":
             extra["body"] = data[:200].decode("utf-8", "replace")
@@ -111,7 +115,7 @@ def worker(index):
         if item_id is not None:
             if not take():
                 return
-            t0, t1, status, data, error = request("GET", f"/items/{item_id}")
+            t0, t1, status, data, error, retry = request("GET", f"/items/{item_id}")
             good = False
             if status == 200:
                 try:
@@ -119,7 +123,7 @@ def worker(index):
                     good = item.get("id") == item_id and item.get("name") == name
                 except ValueError:
                     pass
-            outcome = classify(status, good, error)
+            outcome = classify(status, good, error, retry)
             extra = {"id": item_id}
             if outcome == "wrong":
                 extra["body"] = data[:200].decode("utf-8", "replace")
@@ -128,14 +132,14 @@ def worker(index):
         if not take():
             return
         variant, value = rnd.randrange(1000), rnd.randrange(-(10**6), 10**6)
-        t0, t1, status, data, error = request("GET", f"/probe/{variant}?value={value}")
+        t0, t1, status, data, error, retry = request("GET", f"/probe/{variant}?value={value}")
         good = False
         if status == 200:
             try:
                 good = json.loads(data).get("answer") == value * (variant + 1) + variant
             except ValueError:
                 pass
-        outcome = classify(status, good, error)
+        outcome = classify(status, good, error, retry)
         extra = {"body": data[:200].decode("utf-8", "replace")} if outcome == "wrong" else {}
         record("probe", t0, t1, status, outcome, error, **extra)
         time.sleep(PAUSE)

@@ -26,6 +26,12 @@ OFFLINE_VALUES = CHART / "ci" / "offline-values.yaml"
 APP_IMAGE = "poolwarden/app:0.1.0"
 HERE = Path(__file__).parent
 T = TypeVar("T")
+# psql as the PostgreSQL pod's superuser, run inside that pod over TCP to 127.0.0.1 (a login
+# with its password, as an administrator connects): the one place that names the admin login.
+ADMIN_PSQL = (
+    'PGCONNECT_TIMEOUT=5 PGPASSWORD="$POSTGRES_PASSWORD" psql -h 127.0.0.1 '
+    '-U "$POSTGRES_USER" -d "$POSTGRES_DB"'
+)
 
 
 def wait_for(
@@ -212,11 +218,8 @@ class Release:
 
     # --- in-pod probes ----------------------------------------------------------------------
     def psql(self, sql: str, timeout: float = 30) -> str:
-        """Run SQL in the PostgreSQL pod over its own socket (no network policy in the way)."""
-        script = (
-            'PGPASSWORD="$POSTGRES_PASSWORD" psql -v ON_ERROR_STOP=1 -X -q -At '
-            '-U "$POSTGRES_USER" -d "$POSTGRES_DB" -f -'
-        )
+        """Run SQL in the PostgreSQL pod as its superuser, over its own socket."""
+        script = f"{ADMIN_PSQL} -v ON_ERROR_STOP=1 -X -q -At -f -"
         result = self.kubectl(
             "exec",
             "-i",
@@ -231,6 +234,26 @@ class Release:
             timeout=timeout,
         )
         return result.stdout
+
+    def consumer_login(self) -> list[dict[str, Any]]:
+        """PGUSER, PGDATABASE, PGPASSWORD (from its Secret) of the consumers' role, as
+        PgBouncer's Deployment names them: the env of a client that logs in through PgBouncer."""
+        deployment = self.get("deployment", self.pgbouncer)
+        container = next(
+            c
+            for c in deployment["spec"]["template"]["spec"]["containers"]
+            if c["name"] == "pgbouncer"
+        )
+        env = {e["name"]: e for e in container.get("env", [])}
+        return [
+            {"name": "PGUSER", "value": env["PGBOUNCER_DB_USER"]["value"]},
+            {"name": "PGDATABASE", "value": env["PGBOUNCER_DB_NAME"]["value"]},
+            {"name": "PGPASSWORD", "valueFrom": env["PGBOUNCER_DB_PASSWORD"]["valueFrom"]},
+        ]
+
+    def consumer_role(self) -> str:
+        """The role every consumer logs in as through PgBouncer (whose connections count)."""
+        return next(e["value"] for e in self.consumer_login() if e["name"] == "PGUSER")
 
     def pgbouncer_admin(self, pod: str, command: str) -> list[list[str]]:
         """A command on one PgBouncer's admin console, from inside that pod."""
@@ -360,6 +383,8 @@ def python_pod(
     source: str,
     *args: str,
     labels: dict[str, str] | None = None,
+    env: list[dict[str, Any]] | None = None,
+    memory: str = "128Mi",
 ) -> dict[str, Any]:
     """A bare pod running `python3 -c source args` in the app image, non-root, restricted."""
     return {
@@ -385,9 +410,10 @@ def python_pod(
                     "image": APP_IMAGE,
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["python3", "-u", "-c", source, *args],
+                    "env": env or [],
                     "resources": {
                         "requests": {"cpu": "20m", "memory": "32Mi"},
-                        "limits": {"memory": "128Mi"},
+                        "limits": {"memory": memory},
                     },
                     "securityContext": {
                         "allowPrivilegeEscalation": False,

@@ -2,14 +2,17 @@
 
 `Traffic.start()` runs tests/e2e/incluster_traffic.py in a pod of the release's namespace
 against the app's Service; `records()` reads the JSON lines it printed so far (its log), so a
-test can judge any time window; `stop()` ends it and returns everything. `Sampler` samples
-PostgreSQL's pg_stat_activity (the release's user, our own session excluded) in the background
-from a psql loop inside the PostgreSQL pod, surviving the pod's replacement.
+test can judge any time window; `stop()` ends it and returns everything. `Load` runs
+tests/e2e/incluster_load.py: many database clients straight through PgBouncer's Service.
+`Sampler` counts the consumers' server connections in pg_stat_activity in the background, by
+an administrator's fresh login every half second (a psql loop inside the PostgreSQL pod,
+surviving the pod's replacement), and keeps every login that failed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -18,7 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from e2e_cluster import _tool
-from kube import HERE, Release, python_pod, wait_for
+from kube import ADMIN_PSQL, HERE, Release, python_pod, wait_for
+
+# The load pod's labels: a release admits them to PgBouncer with
+# networkPolicy.pgbouncerExtraIngressFrom (see LOAD_INGRESS).
+LOAD_LABELS = {"poolwarden.io/e2e-load": "true"}
+LOAD_INGRESS = [{"podSelector": {"matchLabels": LOAD_LABELS}}]
 
 
 @dataclass
@@ -123,21 +131,136 @@ class Traffic:
         }
 
 
+@dataclass
+class LoadWindow:
+    """The load generator's per-second reports in a time window."""
+
+    reports: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> int:
+        return sum(r["ok"] for r in self.reports)
+
+    @property
+    def errors(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for report in self.reports:
+            for message, count in report["errors"].items():
+                out[message] = out.get(message, 0) + count
+        return dict(sorted(out.items(), key=lambda item: -item[1]))
+
+    @property
+    def max_open(self) -> int:
+        return max((r["open"] for r in self.reports), default=0)
+
+    def summary(self) -> str:
+        seconds = len(self.reports)
+        rate = self.ok / seconds if seconds else 0.0
+        errors = self.errors
+        return (
+            f"{self.ok} queries in {seconds} s ({rate:.0f}/s), up to {self.max_open} clients "
+            f"connected, {sum(errors.values())} client errors"
+            + (f": {json.dumps(errors)}" if errors else "")
+        )
+
+
+@dataclass
+class Load:
+    """`clients` database clients looping `SELECT pg_sleep(sleep)` through PgBouncer's Service
+    (tests/e2e/incluster_load.py in a pod), logged in as the consumers' role."""
+
+    release: Release
+    clients: int = 120
+    sleep: float = 0.2
+    lifetime: float = 3.0
+    max_seconds: int = 1200
+    labels: dict[str, str] = field(default_factory=lambda: dict(LOAD_LABELS))
+    pod: str = field(default_factory=lambda: f"load-{uuid.uuid4().hex[:8]}")
+
+    def start(self) -> Load:
+        port = self.release.get("service", self.release.pgbouncer)["spec"]["ports"][0]["port"]
+        host = f"{self.release.pgbouncer}.{self.release.namespace}.svc"
+        self.release.cluster.apply(
+            self.release.namespace,
+            python_pod(
+                self.pod,
+                (HERE / "incluster_load.py").read_text(),
+                host,
+                str(port),
+                str(self.clients),
+                str(self.sleep),
+                str(self.max_seconds),
+                str(self.lifetime),
+                labels=self.labels,
+                env=self.release.consumer_login(),
+                memory="384Mi",
+            ),
+        )
+        self.release.cluster.wait_pod_phase(self.release.namespace, self.pod, "Running", 180)
+        # Clients reconnect every few seconds: at any instant a few are between connections.
+        wait_for(
+            f"{self.clients} load clients connected and answered",
+            lambda: any(r["open"] >= 0.95 * self.clients and r["ok"] for r in self.reports()),
+            timeout=120,
+            on_timeout=lambda: self.window().summary(),
+        )
+        return self
+
+    def reports(self) -> list[dict[str, Any]]:
+        result = self.release.kubectl("logs", self.pod, timeout=120)
+        out = []
+        for line in result.stdout.splitlines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if "t" in item:
+                out.append(item)
+        return out
+
+    def window(self, start: float = 0.0, end: float = float("inf")) -> LoadWindow:
+        return LoadWindow([r for r in self.reports() if start <= r["t"] < end])
+
+    def stop(self) -> LoadWindow:
+        self.release.kubectl(
+            "exec", self.pod, "--", "python3", "-c", "open('/tmp/stop', 'w').close()", check=False
+        )
+        wait_for(
+            "the load pod to finish",
+            lambda: (
+                self.release.get("pod", self.pod)["status"].get("phase") in ("Succeeded", "Failed")
+            ),
+            timeout=90,
+        )
+        return self.window()
+
+
 class Sampler:
-    """pg_stat_activity sampled twice a second: (epoch seconds, server connections)."""
+    """pg_stat_activity sampled twice a second by an administrator's fresh login each time.
 
-    SQL = (
-        "SELECT extract(epoch FROM clock_timestamp())::numeric(16,3), count(*) "
-        "FROM pg_stat_activity WHERE usename = current_user AND datname = current_database() "
-        "AND pid <> pg_backend_pid()"
-    )
+    Every half second a new psql logs in as the PostgreSQL pod's superuser (tests/e2e/kube.py
+    ADMIN_PSQL, over TCP inside the pod) and counts the server connections of the consumers'
+    role: `samples` holds (epoch seconds, connections). A login or query that fails is an
+    administrator who could not connect: `errors` holds (epoch seconds, message).
+    """
 
-    def __init__(self, release: Release) -> None:
+    def __init__(self, release: Release, role: str | None = None) -> None:
         self.release = release
+        self.role = role or release.consumer_role()
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.role):
+            raise ValueError(f"role name {self.role!r}: the sampler quotes plain identifiers only")
         self.samples: list[tuple[float, int]] = []
+        self.errors: list[tuple[float, str]] = []
         self._stop = threading.Event()
         self._proc: subprocess.Popen[str] | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def sql(self) -> str:
+        return (
+            "SELECT extract(epoch FROM clock_timestamp())::numeric(16,3), count(*) "
+            f"FROM pg_stat_activity WHERE usename = '{self.role}' AND pid <> pg_backend_pid()"
+        )
 
     def start(self) -> Sampler:
         self._thread.start()
@@ -145,9 +268,12 @@ class Sampler:
         return self
 
     def _run(self) -> None:
+        # One line per attempt: "S <epoch> <count>" or "E <epoch> <psql's message on one line>".
         script = (
-            'while :; do PGPASSWORD="$POSTGRES_PASSWORD" psql -X -q -At -F " " '
-            f'-U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "{self.SQL}" || true; '
+            "while :; do "
+            f'if out=$({ADMIN_PSQL} -X -q -At -F " " -c "{self.sql}" 2>&1); '
+            'then echo "S $out"; '
+            'else printf "E %s %s\\n" "$(date +%s.%N)" "$(printf %s "$out" | tr "\\n" " ")"; fi; '
             "sleep 0.5; done"
         )
         cmd = [
@@ -171,15 +297,26 @@ class Sampler:
             )
             assert self._proc.stdout is not None
             for line in self._proc.stdout:
-                parts = line.split()
-                if len(parts) == 2:
-                    self.samples.append((float(parts[0]), int(parts[1])))
+                self._parse(line)
                 if self._stop.is_set():
                     break
             self._proc.kill()
             self._proc.wait()
             self._proc.stdout.close()
             self._stop.wait(1.0)
+
+    def _parse(self, line: str) -> None:
+        kind, _, rest = line.strip().partition(" ")
+        if kind == "S":
+            parts = rest.split()
+            if len(parts) == 2:
+                self.samples.append((float(parts[0]), int(parts[1])))
+        elif kind == "E":
+            at, _, message = rest.partition(" ")
+            try:
+                self.errors.append((float(at), message.strip()))
+            except ValueError:
+                self.errors.append((time.time(), rest.strip()))
 
     def stop(self) -> None:
         self._stop.set()
@@ -190,8 +327,20 @@ class Sampler:
     def between(self, start: float, end: float = float("inf")) -> list[int]:
         return [n for t, n in self.samples if start <= t < end]
 
-    def peak(self) -> int:
-        return max((n for _, n in self.samples), default=0)
+    def errors_between(self, start: float, end: float = float("inf")) -> list[tuple[float, str]]:
+        return [(t, m) for t, m in self.errors if start <= t < end]
+
+    def longest_gap(self, start: float, end: float) -> float:
+        """Longest time in [start, end) without an attempt (a sample or an error) recorded."""
+        times = sorted(
+            [t for t, _ in self.samples if start <= t < end]
+            + [t for t, _ in self.errors if start <= t < end]
+        )
+        edges = [start, *times, min(end, time.time())]
+        return max(b - a for a, b in zip(edges, edges[1:], strict=False))
+
+    def peak(self, start: float = 0.0, end: float = float("inf")) -> int:
+        return max(self.between(start, end), default=0)
 
 
 def now() -> float:
