@@ -146,6 +146,12 @@ apply() {  # apply [password]: idempotent statements bringing the role to the wa
   } | PGROLE_NEW_PASSWORD=${1:-} q -d postgres >/dev/null
 }
 
+bootstrap_check() {  # the role initdb made (oid 10) can never lose SUPERUSER: say what to do
+  local bootstrap
+  bootstrap=$(q -d postgres <<<"SELECT count(*) FROM pg_roles WHERE rolname = :'role' AND oid = 10")
+  [ "$bootstrap" = 0 ] || die "role $role is this data directory's bootstrap superuser (initdb ran with POSTGRES_USER=$role, as charts before the role limit did): PostgreSQL cannot take SUPERUSER from it, so its CONNECTION LIMIT would be ignored. Dump the database (pg_dump -U $role), install into an empty volume and restore (docs/chart.md, 'Upgrading a release made before the role limit')"
+}
+
 password_sum_file() { echo "$state_dir/password.sha256"; }
 
 ensure_round() {  # one pass: apply what differs, record what was applied
@@ -160,6 +166,7 @@ ensure_round() {  # one pass: apply what differs, record what was applied
   [ -f "$(password_sum_file)" ] && applied_sum=$(cat "$(password_sum_file)")
   current=$(role_state)
   wanted=$(wanted_state)
+  bootstrap_check
   if [ "$password_sum" != "$applied_sum" ]; then
     apply "$password"
     (umask 077; echo "$password_sum" >"$(password_sum_file)")
@@ -176,6 +183,9 @@ ensure_round() {  # one pass: apply what differs, record what was applied
 
 ensure() {  # ensure [--once]
   local seen="" now next
+  # The sidecar is its container's first process: without a trap it would ignore SIGTERM and
+  # hold the PostgreSQL pod for its whole grace period.
+  trap 'exit 0' TERM INT
   superuser_password
   rm -f "$state_dir/applied.conf" "$(password_sum_file)"
   wait_for_server
