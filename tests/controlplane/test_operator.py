@@ -71,8 +71,11 @@ class Cluster:
         self.custom = kubernetes.client.CustomObjectsApi(api)
         self.rbac = kubernetes.client.RbacAuthorizationV1Api(api)
 
-    def make_deployment(self, name, replicas, strategy=None, labels=None):
+    def make_deployment(self, name, replicas, strategy=None, labels=None, finalizers=None):
+        """A Deployment of placeholder pods; pods carrying ``finalizers`` stay terminating after
+        they are deleted until the finalizers are removed."""
         labels = labels or {"app": name}
+        pod_meta = {"labels": labels} | ({"finalizers": finalizers} if finalizers else {})
         body = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -81,7 +84,7 @@ class Cluster:
                 "replicas": replicas,
                 "selector": {"matchLabels": labels},
                 "template": {
-                    "metadata": {"labels": labels},
+                    "metadata": pod_meta,
                     "spec": {
                         "containers": [{"name": "main", "image": "poolwarden.invalid/none:0"}]
                     },

@@ -74,24 +74,9 @@ def shared(admin, crd, render_rbac, control_plane, tmp_path_factory):  # noqa: F
 
 def held_deployment(cluster, name, replicas, max_surge=1):
     """A Deployment whose pods carry a finalizer: deleted pods stay terminating until released."""
-    body = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": max_surge, "maxUnavailable": 0},
-            },
-            "template": {
-                "metadata": {"labels": {"app": name}, "finalizers": [HOLD]},
-                "spec": {"containers": [{"name": "main", "image": "poolwarden.invalid/none:0"}]},
-            },
-        },
-    }
-    cluster.apps.create_namespaced_deployment(cluster.ns, body)
+    rolling = {"maxSurge": max_surge, "maxUnavailable": 0}
+    strategy = {"type": "RollingUpdate", "rollingUpdate": rolling}
+    cluster.make_deployment(name, replicas, strategy=strategy, finalizers=[HOLD])
 
 
 def release(cluster, pod):

@@ -29,6 +29,32 @@ LOAD_LABELS = {"poolwarden.io/e2e-load": "true"}
 LOAD_INGRESS = [{"podSelector": {"matchLabels": LOAD_LABELS}}]
 
 
+def pod_json_lines(release: Release, pod: str, key: str) -> list[dict[str, Any]]:
+    """The JSON lines carrying ``key`` that an in-cluster generator printed to its log."""
+    result = release.kubectl("logs", pod, timeout=120)
+    out = []
+    for line in result.stdout.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and key in item:
+            out.append(item)
+    return out
+
+
+def stop_pod(release: Release, pod: str, what: str, *, timeout: float) -> None:
+    """Ask an in-cluster generator to stop (its stop file) and wait until its pod has ended."""
+    release.kubectl(
+        "exec", pod, "--", "python3", "-c", "open('/tmp/stop', 'w').close()", check=False
+    )
+    wait_for(
+        f"{what} to finish",
+        lambda: release.get("pod", pod)["status"].get("phase") in ("Succeeded", "Failed"),
+        timeout=timeout,
+    )
+
+
 @dataclass
 class Window:
     """The requests that started in [start, end) and how they ended."""
@@ -95,31 +121,13 @@ class Traffic:
         return self
 
     def records(self) -> list[dict[str, Any]]:
-        result = self.release.kubectl("logs", self.pod, timeout=120)
-        out = []
-        for line in result.stdout.splitlines():
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            if "outcome" in item:
-                out.append(item)
-        return out
+        return pod_json_lines(self.release, self.pod, "outcome")
 
     def window(self, start: float = 0.0, end: float = float("inf")) -> Window:
         return Window([r for r in self.records() if start <= r["t0"] < end])
 
     def stop(self) -> Window:
-        self.release.kubectl(
-            "exec", self.pod, "--", "python3", "-c", "open('/tmp/stop', 'w').close()", check=False
-        )
-        wait_for(
-            "the traffic pod to finish",
-            lambda: (
-                self.release.get("pod", self.pod)["status"].get("phase") in ("Succeeded", "Failed")
-            ),
-            timeout=self.client_timeout + 60,
-        )
+        stop_pod(self.release, self.pod, "the traffic pod", timeout=self.client_timeout + 60)
         return self.window()
 
     def confirmed_rows(self) -> dict[int, str]:
@@ -207,31 +215,13 @@ class Load:
         return self
 
     def reports(self) -> list[dict[str, Any]]:
-        result = self.release.kubectl("logs", self.pod, timeout=120)
-        out = []
-        for line in result.stdout.splitlines():
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            if "t" in item:
-                out.append(item)
-        return out
+        return pod_json_lines(self.release, self.pod, "t")
 
     def window(self, start: float = 0.0, end: float = float("inf")) -> LoadWindow:
         return LoadWindow([r for r in self.reports() if start <= r["t"] < end])
 
     def stop(self) -> LoadWindow:
-        self.release.kubectl(
-            "exec", self.pod, "--", "python3", "-c", "open('/tmp/stop', 'w').close()", check=False
-        )
-        wait_for(
-            "the load pod to finish",
-            lambda: (
-                self.release.get("pod", self.pod)["status"].get("phase") in ("Succeeded", "Failed")
-            ),
-            timeout=90,
-        )
+        stop_pod(self.release, self.pod, "the load pod", timeout=90)
         return self.window()
 
 
