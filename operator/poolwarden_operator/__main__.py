@@ -24,7 +24,12 @@ def main() -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     assert handlers.BUDGETS  # the import registers the handlers
-    kopf.run(standalone=True, namespaces=[settings.namespace], liveness_endpoint=settings.liveness)
+    kopf.run(
+        standalone=True,
+        namespaces=[settings.namespace],
+        liveness_endpoint=settings.liveness,
+        memo=kopf.Memo(settings=settings),  # read once, here; handlers take it from memo
+    )
     return 0
 
 

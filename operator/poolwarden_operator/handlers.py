@@ -22,7 +22,8 @@ _UNSEEN = object()
 
 @kopf.on.startup()
 async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    memo.settings = config.Settings.from_env()
+    if "settings" not in memo:  # run by __main__, which read them once; else (kopf run) here
+        memo.settings = config.Settings.from_env()
     settings.posting.level = logging.WARNING
     # One namespace, resources known up front: no cluster-wide CRD/namespace scanning, so the
     # operator needs no ClusterRole at all.

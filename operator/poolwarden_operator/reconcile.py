@@ -27,25 +27,25 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
     wanted = desired.deployment_names(spec)
     found = await asyncio.gather(*(client.get_deployment(namespace, d) for d in wanted))
     deployments = dict(zip(wanted, found, strict=True))
-    pods, others = await asyncio.gather(
+    pods, others, configmaps = await asyncio.gather(
         _pgbouncer_pods(client, namespace, spec, deployments),
         _overlapping(client, namespace, name, spec),
+        _owned_configmaps(client, namespace, name, spec),
     )
     pods = desired.with_held(pods, previous)
     overlap = status.overlap_condition(others, observed)
     try:
         desired.check_configmaps(name, spec)
         plan = planner.plan(*desired.planner_inputs(spec, deployments, pods))
-    except desired.SpecError as exc:
-        await _invalid(client, budget, exc, exc.reason, observed, deployments, pods, overlap)
-        return
-    except planner.PlannerError as exc:
-        await _invalid(client, budget, exc, "InvalidBudget", observed, deployments, pods, overlap)
+    except (desired.SpecError, planner.PlannerError) as exc:
+        reason = exc.reason if isinstance(exc, desired.SpecError) else "InvalidBudget"
+        inputs = (deployments, pods, overlap, configmaps)
+        await _invalid(client, budget, exc, reason, observed, *inputs)
         return
 
-    written = await _written_generation(client, namespace, name, spec)
+    written = _written_generation(name, spec, configmaps)
     generation, files = desired.files(namespace, name, spec, plan, previous, written)
-    changed = await _write_files(client, budget, files)
+    changed = await _write_files(client, budget, files, configmaps)
     rollout = {c["name"] for c in spec["consumers"] if c.get("reloadMode") == "rollout"}
     for item in spec["consumers"]:
         deployment = deployments.get(item["deployment"])
@@ -79,24 +79,33 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
         log.info("budget %s/%s: wrote %s", namespace, name, ", ".join(changed))
 
 
-async def _written_generation(
+async def _owned_configmaps(
     client: kube.Kube, namespace: str, name: str, spec: dict[str, Any]
+) -> dict[str, kube.JSON | None]:
+    """Every ConfigMap the budget writes, as it is now: read once per pass, concurrently."""
+    wanted = [
+        names.plan_configmap_name(name, item["name"], item.get("planConfigMap"))
+        for item in spec["consumers"]
+    ]
+    wanted.append(names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap")))
+    found = await asyncio.gather(*(client.get_configmap(namespace, cm) for cm in wanted))
+    return dict(zip(wanted, found, strict=True))
+
+
+def _written_generation(
+    name: str, spec: dict[str, Any], configmaps: dict[str, kube.JSON | None]
 ) -> int:
     """The highest generation in the plan and sizing ConfigMaps as they are now."""
     found = [0]
     for item in spec["consumers"]:
-        cm = await client.get_configmap(
-            namespace, names.plan_configmap_name(name, item["name"], item.get("planConfigMap"))
-        )
+        cm = configmaps[names.plan_configmap_name(name, item["name"], item.get("planConfigMap"))]
         text = ((cm or {}).get("data") or {}).get(names.PLAN_KEY)
         if text:
             try:
                 found.append(planfile.parse(text).generation)
             except planfile.PlanFileError:
                 pass  # hand-edited into nonsense: it will be rewritten
-    cm = await client.get_configmap(
-        namespace, names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap"))
-    )
+    cm = configmaps[names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap"))]
     try:
         found.append(
             pgbouncer_ini.generation(((cm or {}).get("data") or {}).get(names.SIZING_KEY, ""))
@@ -129,12 +138,16 @@ async def _pgbouncer_pods(
 
 
 async def _write_files(
-    client: kube.Kube, budget: dict[str, Any], files: list[desired.File]
+    client: kube.Kube,
+    budget: dict[str, Any],
+    files: list[desired.File],
+    configmaps: dict[str, kube.JSON | None],
 ) -> list[str]:
+    """Create or patch the files whose bytes differ from ``configmaps`` (read this pass)."""
     namespace, name = budget["metadata"]["namespace"], budget["metadata"]["name"]
     changed = []
     for f in files:
-        current = await client.get_configmap(namespace, f.configmap)
+        current = configmaps[f.configmap]
         if current is not None and (current.get("data") or {}).get(f.key) == f.text:
             continue
         await client.write_configmap(
@@ -190,17 +203,18 @@ async def _invalid(
     deployments: dict[str, Any],
     pods: desired.Pods,
     overlap: dict[str, Any],
+    configmaps: dict[str, kube.JSON | None],
 ) -> None:
     """Fail safe: PgBouncer gets ``max(1, budget // pods)``, never the old, larger limits."""
     meta = budget["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     spec, previous = budget["spec"], budget.get("status") or {}
     safe = desired.safe_pgbouncer(spec, deployments, pods)
-    written = await _written_generation(client, namespace, name, spec)
+    written = _written_generation(name, spec, configmaps)
     generation, sizing = desired.sizing_file(
         namespace, name, spec, safe.pgbouncer, previous, written
     )
-    await _write_files(client, budget, [sizing])
+    await _write_files(client, budget, [sizing], configmaps)
     new_status = status.invalid(
         error, reason, observed, previous, _now(), safe, generation, sizing, pods
     )
