@@ -80,6 +80,9 @@ def test_fallback_file_at_start_then_reloaded_in_place_then_the_operator_file_wi
     fb.write(fallback(4, 4))
     wait_until(lambda: limits(bouncer) == ("4", "4"), "the changed fallback file")
     assert pgbouncer_pids(bouncer) == [pid]  # RELOADed in place, never restarted
+    # SHOW CONFIG has the new limits as soon as PgBouncer reloads; the entrypoint logs each
+    # step after its admin command returns, so its lines may follow a moment later.
+    wait_until(lambda: "RECONNECT done" in bouncer.log_text(), "the RECONNECT after lowering")
     log = bouncer.log_text()
     assert "sizing changed (fallback file)" in log and "RELOAD done" in log
     assert "RECONNECT done" in log  # a lowered limit is enforced as for the operator's file
