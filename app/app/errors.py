@@ -22,6 +22,22 @@ from starlette.routing import compile_path
 
 log = logging.getLogger("app.errors")
 
+UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+"""SQLSTATE prefixes that mean "not now", not "wrong request": connection exceptions (08, also
+PgBouncer's `server login has been failing`), insufficient resources (53, such as the role's
+`CONNECTION LIMIT`: too many connections for role), operator intervention (57P: shutdown)."""
+
+
+def unavailable(error: exc.DBAPIError) -> bool:
+    """True when the database could not serve now: a 503 + Retry-After, never a 500."""
+    if error.connection_invalidated or isinstance(error, exc.OperationalError | exc.InterfaceError):
+        return True
+    for cause in (error.orig, getattr(error.orig, "__cause__", None)):
+        code = getattr(cause, "sqlstate", None)
+        if isinstance(code, str) and code.startswith(UNAVAILABLE_SQLSTATES):
+            return True
+    return False
+
 
 class AsciiJSONResponse(JSONResponse):
     def render(self, content: object) -> bytes:
@@ -103,8 +119,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(exc.DBAPIError)
     async def database_error(request: Request, error: exc.DBAPIError) -> JSONResponse:
         rt = _runtime(request)
-        if error.connection_invalidated or isinstance(error, (exc.OperationalError,
-                                                              exc.InterfaceError)):
+        if unavailable(error):
             rt.metrics.errors.labels("db_unavailable").inc()
             log.warning("database unavailable: %s", error.orig)
             return JSONResponse(

@@ -3,8 +3,10 @@ method of the path (the real app object, in process; no database needed for thes
 
 from __future__ import annotations
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy import exc
 
 from app import errors, main
 
@@ -58,3 +60,23 @@ async def test_405_names_every_method_of_the_path(method, path, allow):
 def test_ascii_json_escapes_what_utf8_cannot_encode():
     body = errors.AsciiJSONResponse({"input": "a\ud800"}).body
     assert body == b'{"input":"a\\ud800"}'
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [
+        asyncpg.exceptions.TooManyConnectionsError("too many connections for role \"app\""),
+        asyncpg.exceptions.ProtocolViolationError("server login has been failing"),
+        asyncpg.exceptions.AdminShutdownError("terminating connection"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+    ],
+)
+def test_the_database_refusing_for_now_is_unavailable_not_a_server_error(cause):
+    """PostgreSQL's role limit (or PgBouncer's cached login failure) must reach the client as
+    503 + Retry-After: the request may succeed a moment later."""
+    assert errors.unavailable(exc.DBAPIError("SELECT 1", {}, cause))
+
+
+def test_a_query_error_stays_a_server_error():
+    cause = asyncpg.exceptions.UndefinedTableError("relation does not exist")
+    assert not errors.unavailable(exc.DBAPIError("SELECT 1", {}, cause))
