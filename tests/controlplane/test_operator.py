@@ -663,7 +663,10 @@ def test_killed_operator_converges_after_restart(cluster, run_operator):
     )
     status = wait_for(
         "status of the converged plan",
-        lambda: (s := cluster.budget()["status"]).get("planGeneration") == plan.generation and s,
+        # The files are written before the status: right after the plan the status may be absent.
+        lambda: (s := cluster.budget().get("status") or {}).get("planGeneration")
+        == plan.generation
+        and s,
     )
     assert status["consumers"][0]["replicas"] == 5 and status["pgbouncer"]["replicas"] == 2
 
