@@ -16,10 +16,13 @@ import sys
 
 from poolwarden import planner
 
-CONSUMER_KEYS = ("replicas", "workers", "weight", "surge", "overflow")
+CONSUMER_KEYS = ("replicas", "workers", "weight", "surge", "overflow", "threads", "maxpool")
 CONSUMER_HELP = (
-    "NAME:replicas=N,workers=N[,weight=N][,surge=N|P%][,overflow=none|quarter|half]; "
-    "repeat for each Deployment (surge: the rollout maxSurge, default 0)"
+    "NAME:replicas=N[,workers=N][,weight=N][,surge=N|P%%]"
+    f"[,overflow={'|'.join(planner.OVERFLOW_POLICIES)}][,threads=N][,maxpool=N]; "
+    "repeat for each Deployment (surge: the rollout maxSurge, default 0; threads: gthread "
+    f"threads per worker, 0 = async; maxpool: a worker's most connections, async default "
+    f"{planner.ASYNC_WORKER_CAP})"
 )
 
 
