@@ -12,49 +12,30 @@ from poolwarden import planner
 from poolwarden_operator import desired
 
 
-def short_sides(plan: planner.Plan) -> tuple[bool, bool]:
-    """(server, client): which side of an overcommitted plan is too small.
-
-    Server: a PgBouncer pod's ``max_db_connections`` cannot give every active consumer (replicas
-    > 0) one server connection. Client: every worker's pool at 1 still asks for more client
-    connections than ``max_client_conn`` x the PgBouncer replicas accept.
-    """
-    active = sum(1 for c in plan.consumers if c.replicas > 0)
-    server = active > plan.pgbouncer.max_db_connections
-    client = plan.overcommitted and _smallest_clients(plan) > plan.client_limit
-    return server, client
-
-
-def _smallest_clients(plan: planner.Plan) -> int:
-    """Client connections when every worker's pool is 1: one per worker, surge pods included."""
-    return sum((c.replicas + c.surge) * c.workers for c in plan.consumers)
-
-
 def overcommitted_message(plan: planner.Plan) -> str:
-    """What is short (server side, client side or both) and what to change."""
-    server, client = short_sides(plan)
+    """What is short (the planner's server side, client side or both) and what to change, in
+    the budget's own field names."""
     active = [c for c in plan.consumers if c.replicas > 0]
     parts = []
-    if server:
-        needed = plan.reserved + plan.pgbouncer_pods * len(active)
+    if plan.server_short:
         parts.append(
             f"server side: {len(active)} active consumer(s) need one server connection each per "
             f"PgBouncer pod but each of the {plan.pgbouncer_pods} pod(s) gets max_db_connections "
             f"{plan.pgbouncer.max_db_connections}: raise spec.database.maxConnections to at least "
-            f"{needed}, or lower the PgBouncer replicas"
+            f"{planner.needed_max_connections(plan)}, or lower the PgBouncer replicas"
         )
-    if client:
-        wanted = _smallest_clients(plan)
-        replicas = max(1, plan.pgbouncer.replicas)
+    if plan.client_short:
+        wanted = sum((c.replicas + c.surge) * c.workers for c in plan.consumers)
         who = ", ".join(
             f"{c.name} ({c.replicas}+{c.surge} pods x {c.workers})" for c in plan.consumers
         )
         parts.append(
             f"client side: {wanted} workers ({who}) need at least one client connection each but "
             f"PgBouncer accepts {plan.client_limit} (max_client_conn "
-            f"{plan.pgbouncer.max_client_conn} x {replicas} replica(s)): raise "
-            f"spec.pgbouncer.maxClientConn to at least {-(-wanted // replicas)}, or lower the "
-            "consumers' replicas or workersPerPod"
+            f"{plan.pgbouncer.max_client_conn} x {max(1, plan.pgbouncer.replicas)} replica(s)): "
+            f"raise spec.pgbouncer.maxClientConn to at least "
+            f"{planner.needed_max_client_conn(plan)}, or lower the consumers' replicas or "
+            "workersPerPod"
         )
     if not parts:
         parts.append(plan.explanation)
