@@ -21,6 +21,7 @@ from test_chart_render import (
     render,
     render_error,
 )
+from test_entrypoint_sizing import check_sizing
 
 from poolwarden import pgbouncer_ini
 
@@ -126,6 +127,26 @@ def test_the_fallback_renders_byte_identically_to_the_operators_include_apart_fr
         return [line for line in t.splitlines() if not line.startswith(";")]
 
     assert body(text) == body(rendered)
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        {},
+        {"pgbouncer.rollout.maxSurge": "1", "pgbouncer.replicaCount": "3"},
+        {"postgresql.enabled": "false", "externalDatabase.host": "db.example.com",
+         "externalDatabase.password": "x", "externalDatabase.database": "shop_1"},
+    ],
+    ids=["defaults", "surge", "external"],
+)  # fmt: skip
+def test_the_pgbouncer_entrypoint_accepts_the_fallback_the_chart_renders(sets):
+    # Three languages, one file: the Go template renders it, Python parses it (above) and the
+    # entrypoint's bash check must accept it, or PgBouncer would fall back to its built-in 1.
+    text = render(sets=sets).get("ConfigMap", FALLBACK)["data"]["sizing.ini"]
+    status, said = check_sizing(text)
+    assert status == 0 and said.startswith("FILE: usable:"), (said, text)
+    slice_ = fallback(render(sets=sets)).max_user_connections
+    assert f"max_user_connections={slice_}" in said and f"aliases: app={slice_}" in said, said
 
 
 def test_a_surge_that_does_not_fit_the_budget_fails_naming_the_values():
