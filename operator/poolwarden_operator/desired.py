@@ -44,12 +44,14 @@ def deployment_names(spec: dict[str, Any]) -> list[str]:
     return found
 
 
-def surge_of(deployment: dict[str, Any]) -> int:
+def surge_of(deployment: dict[str, Any], replicas: int | None = None) -> int:
+    """Extra pods a rollout of ``deployment`` may add at ``replicas`` (default: its own count)."""
     spec = deployment.get("spec", {})
     strategy = spec.get("strategy") or {}
     kind = strategy.get("type", "RollingUpdate")
     max_surge = (strategy.get("rollingUpdate") or {}).get("maxSurge")
-    return planner.resolve_surge(replicas_of(deployment), kind, max_surge)
+    counted = replicas_of(deployment) if replicas is None else replicas
+    return planner.resolve_surge(counted, kind, max_surge)
 
 
 def replicas_of(deployment: dict[str, Any]) -> int:
@@ -63,6 +65,48 @@ def watched_fields(deployment: dict[str, Any]) -> tuple[Any, ...]:
     strategy = spec.get("strategy") or {}
     rolling = strategy.get("rollingUpdate") or {}
     return (spec.get("replicas"), strategy.get("type"), str(rolling.get("maxSurge")))
+
+
+SIZE_FOR_MAX_REPLICAS = "maxReplicas"
+"""``spec.consumers[].sizeFor``: plan for the HPA's maxReplicas instead of the live count."""
+
+
+def hpa_target(hpa: dict[str, Any]) -> str | None:
+    """The Deployment an autoscaling/v2 HorizontalPodAutoscaler scales, or None."""
+    ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+    group = str(ref.get("apiVersion") or "").split("/")[0]
+    if ref.get("kind") != "Deployment" or group != "apps" or not ref.get("name"):
+        return None
+    return str(ref["name"])
+
+
+def hpa_fields(hpa: dict[str, Any]) -> tuple[str | None, int | None]:
+    """The parts of an HPA the plan depends on: its target Deployment and maxReplicas."""
+    value = (hpa.get("spec") or {}).get("maxReplicas")
+    return hpa_target(hpa), (_int(value) or None)
+
+
+def hpa_max_replicas(hpas: list[dict[str, Any]]) -> dict[str, int]:
+    """Deployment name -> the maxReplicas of the HPA(s) scaling it (the largest, if several).
+
+    Kubernetes refuses to act on two HPAs for one Deployment (AmbiguousSelector); planning for
+    the larger maximum is the safe reading meanwhile.
+    """
+    found: dict[str, int] = {}
+    for hpa in hpas:
+        target, value = hpa_fields(hpa)
+        if target is not None and value is not None:
+            found[target] = max(found.get(target, 0), value)
+    return found
+
+
+def sized_deployments(spec: dict[str, Any]) -> list[str]:
+    """The consumer Deployments planned for their HPA's maxReplicas (``sizeFor: maxReplicas``)."""
+    return [
+        c["deployment"]
+        for c in spec.get("consumers") or []
+        if c.get("sizeFor") == SIZE_FOR_MAX_REPLICAS
+    ]
 
 
 def owning_deployment(pod: dict[str, Any]) -> str | None:
@@ -121,12 +165,18 @@ def with_held(pods: Pods, status: dict[str, Any]) -> Pods:
 
 
 def planner_inputs(
-    spec: dict[str, Any], deployments: dict[str, dict[str, Any] | None], pods: Pods = Pods()
+    spec: dict[str, Any],
+    deployments: dict[str, dict[str, Any] | None],
+    pods: Pods = Pods(),
+    max_replicas: dict[str, int] | None = None,
 ) -> tuple[planner.Budget, planner.PgBouncer, list[planner.Consumer]]:
     """Planner inputs; a missing consumer Deployment counts as scaled to zero.
 
     ``pods`` are the PgBouncer pods that exist (terminating ones hold server connections until
-    they are gone, see ``planner.pods_that_may_hold``).
+    they are gone, see ``planner.pods_that_may_hold``). ``max_replicas`` maps a Deployment to
+    its HPA's maxReplicas (``hpa_max_replicas``): a consumer with ``sizeFor: maxReplicas`` is
+    planned for the larger of that and its live count (the live count without an HPA); its
+    rollout surge is counted at that size too.
     """
     database = spec["database"]
     bouncer_spec = spec["pgbouncer"]
@@ -141,14 +191,18 @@ def planner_inputs(
     for item in spec["consumers"]:
         found = deployments.get(item["deployment"])
         replicas = 0 if found is None else replicas_of(found)
+        if found is not None and item.get("sizeFor") == SIZE_FOR_MAX_REPLICAS:
+            replicas = max(replicas, (max_replicas or {}).get(item["deployment"], 0))
         consumers.append(
             planner.Consumer(
                 name=item["name"],
                 replicas=replicas,
                 workers=item.get("workersPerPod", 1),
                 weight=item.get("weight", 1),
-                surge=0 if found is None else surge_of(found),
+                surge=0 if found is None else surge_of(found, replicas),
                 overflow=item.get("overflow", "none"),
+                threads=item.get("threadsPerWorker", 0),
+                max_pool_per_worker=item.get("maxPoolPerWorker", 0),
             )
         )
     return (
@@ -262,21 +316,80 @@ def sizing_file(
     status: dict[str, Any],
     written: int = 0,
 ) -> tuple[int, File]:
-    """The sizing include alone (the fail-safe path), versioned like ``files``."""
+    """The sizing include alone (the fail-safe path), versioned like ``files``.
+
+    Every consumer keeps its alias (``safe_pools``), so no app loses the database it connects
+    to while the budget cannot be planned.
+    """
     ref = names.budget_ref(namespace, name)
-    cm = names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap"))
+    cm = names.sizing_configmap_name(name, (spec.get("pgbouncer") or {}).get("sizingConfigMap"))
+    databases = aliases(spec, safe_pools(spec, bouncer.max_db_connections), strict=False)
     generation, versioned = _versioned(
-        [(cm, names.SIZING_KEY, None, lambda g: _sizing_text(ref, bouncer, g))], status, written
+        [(cm, names.SIZING_KEY, None, lambda g: _sizing_text(ref, bouncer, databases, g))],
+        status,
+        written,
     )
     return generation, versioned[0]
 
 
-def _sizing_text(ref: str, part: planner.PgBouncerPlan, generation: int) -> str:
+def safe_pools(spec: dict[str, Any], max_db: int) -> dict[str, int]:
+    """The fail-safe alias pools: an even split of the safe ``max_db`` over every consumer
+    listed, at least 1 each (``max_user_connections = max_db`` still caps their sum)."""
+    listed = [str(c.get("name")) for c in spec.get("consumers") or [] if c.get("name")]
+    each = max(1, max_db // max(1, len(listed)))
+    return {consumer: each for consumer in listed}
+
+
+def aliases(
+    spec: dict[str, Any], pools: dict[str, int], *, strict: bool = True
+) -> tuple[pgbouncer_ini.Database, ...]:
+    """One PgBouncer database alias per consumer (named like it), pointing at spec.database.
+
+    ``strict=False`` (the fail-safe path, which must never raise) leaves out what cannot be an
+    alias (a name stored before the CRD's pattern, a database without host or name).
+    """
+    database = spec.get("database") or {}
+    if strict and not (database.get("host") and database.get("name")):
+        raise SpecError(
+            "DatabaseUnnamed",
+            "spec.database.host and spec.database.name are needed: each consumer connects to "
+            "PgBouncer through a database alias that points at them",
+        )
+    found = []
+    for consumer, pool_size in sorted(pools.items()):
+        try:
+            found.append(
+                pgbouncer_ini.Database(
+                    name=consumer,
+                    host=str(database.get("host") or ""),
+                    port=_int(database.get("port", 5432)),
+                    dbname=str(database.get("name") or ""),
+                    pool_size=pool_size,
+                )
+            )
+        except pgbouncer_ini.SizingError as exc:
+            if strict:
+                raise SpecError(
+                    "InvalidAlias",
+                    f"consumer {consumer!r}: {exc}; fix spec.database (host, port, name) or "
+                    "the consumer's name",
+                ) from exc
+    return tuple(found)
+
+
+def _sizing_text(
+    ref: str,
+    part: planner.PgBouncerPlan,
+    databases: tuple[pgbouncer_ini.Database, ...],
+    generation: int,
+) -> str:
     sizing = pgbouncer_ini.Sizing(
         default_pool_size=part.default_pool_size,
         max_db_connections=part.max_db_connections,
         reserve_pool_size=part.reserve_pool_size,
         max_client_conn=part.max_client_conn,
+        max_user_connections=part.max_user_connections,
+        databases=databases,
     )
     return pgbouncer_ini.render(sizing, budget=ref, generation=generation)
 
@@ -325,8 +438,14 @@ def files(
             (cm, names.PLAN_KEY, item["name"], lambda g, p=part: _plan_text(ref, plan, p, g))
         )
     sizing_cm = names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap"))
+    databases = aliases(spec, {c.name: c.server_pool for c in plan.consumers})
     drafts.append(
-        (sizing_cm, names.SIZING_KEY, None, lambda g: _sizing_text(ref, plan.pgbouncer, g))
+        (
+            sizing_cm,
+            names.SIZING_KEY,
+            None,
+            lambda g: _sizing_text(ref, plan.pgbouncer, databases, g),
+        )
     )
     return _versioned(drafts, status, written)
 
@@ -349,13 +468,14 @@ def consumer_explanation(ref: str, plan: planner.Plan, part: planner.ConsumerPla
     """A consumer's own paragraph: it depends only on this consumer's numbers and the budget."""
     text = (
         f"Each of the {part.workers} worker(s) per pod of {part.name} may hold {part.share} "
-        f"connection(s) to PgBouncer (pool_size {part.pool_size} + max_overflow "
-        f"{part.max_overflow}), {part.per_pod} per pod, weight {part.weight}; the budget {ref} "
-        f"holds {plan.capacity} server connection(s) shared by weight; "
+        f"connection(s) to PgBouncer database {part.name} (pool_size {part.pool_size} + "
+        f"max_overflow {part.max_overflow}), {part.per_pod} per pod; PgBouncer gives "
+        f"{part.name} {part.server_pool} server connection(s) per PgBouncer pod (weight "
+        f"{part.weight}) and queues the rest; the budget {ref} holds {plan.budget}; "
         "kubectl get connectionbudget shows the whole plan."
     )
     if plan.overcommitted:
-        text += " The budget is overcommitted: every worker gets 1 and PgBouncer queues the rest."
+        text += " The budget is overcommitted: pools are at their smallest."
     return text
 
 

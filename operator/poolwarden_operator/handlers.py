@@ -17,6 +17,7 @@ import kopf
 from poolwarden_operator import coalesce, config, desired, drift, kube, names, reconcile, retry
 
 BUDGETS = (names.GROUP, names.VERSION, names.PLURAL)
+HPAS = ("autoscaling", "v2", "horizontalpodautoscalers")
 _UNSEEN = object()
 
 
@@ -42,6 +43,7 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     memo.retrier = retry.Retrier(memo.coalescer)
     memo.seen = {}  # Deployment -> the fields the plan depends on, recorded after a good pass
     memo.pods = {}  # PgBouncer pod -> terminating?, recorded after a good pass
+    memo.hpas = {}  # HPA -> (target Deployment, maxReplicas), recorded after a good pass
     memo.databases = {}  # budget -> its database identity, recorded after a good pass
     memo.drift = asyncio.create_task(drift.loop(memo.kube, memo.retrier, memo.settings))
 
@@ -67,6 +69,14 @@ def budgets_by_pgbouncer(
     namespace: str, name: str, spec: dict[str, Any], **_: Any
 ) -> dict[Any, str]:
     return {names.deployment_key(namespace, spec["pgbouncer"]["deployment"]): name}
+
+
+@kopf.index(*BUDGETS)
+def budgets_by_sized_deployment(
+    namespace: str, name: str, spec: dict[str, Any], **_: Any
+) -> dict[Any, str]:
+    """Consumer Deployments planned for their HPA's maxReplicas -> the budget."""
+    return {names.deployment_key(namespace, d): name for d in desired.sized_deployments(spec)}
 
 
 @kopf.index(*BUDGETS)
@@ -143,6 +153,27 @@ async def on_pod_event(
             memo.pods.pop(key, None)
         else:
             memo.pods[key] = state
+
+
+@kopf.on.event(*HPAS)
+async def on_hpa_event(
+    type: str, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
+    budgets_by_sized_deployment: kopf.Index, **_: Any,
+) -> None:  # fmt: skip
+    """An HPA's maxReplicas (or target) changing re-plans the consumers sized for it."""
+    key = (namespace, name)
+    fields = (None, None) if type == "DELETED" else desired.hpa_fields(body)
+    old = memo.hpas.get(key, (None, None))
+    if old == fields:
+        return  # a status change (currentReplicas, conditions): the plan does not depend on it
+    budgets: set[str] = set()
+    for target in {old[0], fields[0]} - {None}:
+        budgets |= set(budgets_by_sized_deployment.get(names.deployment_key(namespace, target), []))
+    if await _request_all(memo, namespace, budgets):
+        if type == "DELETED":
+            memo.hpas.pop(key, None)
+        else:
+            memo.hpas[key] = fields
 
 
 async def _request_all(memo: kopf.Memo, namespace: str, budgets: set[str]) -> bool:

@@ -30,6 +30,7 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(api)
         self.apps = kubernetes.client.AppsV1Api(api)
         self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.autoscaling = kubernetes.client.AutoscalingV2Api(api)
         self.instance = instance
 
     @classmethod
@@ -121,20 +122,11 @@ class Kube:
 
     async def list_pods(self, namespace: str, selector: str) -> list[JSON]:
         """Pods matching ``selector``, read in pages of ``PAGE`` (limit/continue)."""
-        items: list[JSON] = []
-        token = None
-        while True:
-            kwargs: dict[str, Any] = {"label_selector": selector, "limit": PAGE}
-            if token:
-                kwargs["_continue"] = token
-            response = await asyncio.to_thread(
-                self.core.list_namespaced_pod, namespace, _preload_content=False, **kwargs
-            )
-            page = json.loads(response.data)
-            items += page.get("items", [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items
+        return await _pages(self.core.list_namespaced_pod, namespace, label_selector=selector)
+
+    async def list_hpas(self, namespace: str) -> list[JSON]:
+        """The namespace's autoscaling/v2 HorizontalPodAutoscalers, read in pages."""
+        return await _pages(self.autoscaling.list_namespaced_horizontal_pod_autoscaler, namespace)
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         try:
@@ -204,6 +196,22 @@ def label_selector(deployment: JSON) -> str:
         elif op == "DoesNotExist":
             parts.append(f"!{key}")
     return ",".join(parts)
+
+
+async def _pages(call: Any, namespace: str, **kwargs: Any) -> list[JSON]:
+    """Every item of a namespaced list call, read in pages of ``PAGE`` (limit/continue)."""
+    items: list[JSON] = []
+    token = None
+    while True:
+        extra: dict[str, Any] = {"limit": PAGE, **kwargs}
+        if token:
+            extra["_continue"] = token
+        response = await asyncio.to_thread(call, namespace, _preload_content=False, **extra)
+        page = json.loads(response.data)
+        items += page.get("items", [])
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return items
 
 
 async def _maybe(call: Any, *args: Any) -> JSON | None:

@@ -27,24 +27,25 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
     wanted = desired.deployment_names(spec)
     found = await asyncio.gather(*(client.get_deployment(namespace, d) for d in wanted))
     deployments = dict(zip(wanted, found, strict=True))
-    pods, others, configmaps = await asyncio.gather(
+    pods, others, configmaps, max_replicas = await asyncio.gather(
         _pgbouncer_pods(client, namespace, spec, deployments),
         _overlapping(client, namespace, name, spec),
         _owned_configmaps(client, namespace, name, spec),
+        _max_replicas(client, namespace, spec),
     )
     pods = desired.with_held(pods, previous)
     overlap = status.overlap_condition(others, observed)
+    written = _written_generation(name, spec, configmaps)
     try:
         desired.check_configmaps(name, spec)
-        plan = planner.plan(*desired.planner_inputs(spec, deployments, pods))
+        plan = planner.plan(*desired.planner_inputs(spec, deployments, pods, max_replicas))
+        generation, files = desired.files(namespace, name, spec, plan, previous, written)
     except (desired.SpecError, planner.PlannerError) as exc:
         reason = exc.reason if isinstance(exc, desired.SpecError) else "InvalidBudget"
         inputs = (deployments, pods, overlap, configmaps)
         await _invalid(client, budget, exc, reason, observed, *inputs)
         return
 
-    written = _written_generation(name, spec, configmaps)
-    generation, files = desired.files(namespace, name, spec, plan, previous, written)
     changed = await _write_files(client, budget, files, configmaps)
     rollout = {c["name"] for c in spec["consumers"] if c.get("reloadMode") == "rollout"}
     for item in spec["consumers"]:
@@ -90,6 +91,13 @@ async def _owned_configmaps(
     wanted.append(names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap")))
     found = await asyncio.gather(*(client.get_configmap(namespace, cm) for cm in wanted))
     return dict(zip(wanted, found, strict=True))
+
+
+async def _max_replicas(client: kube.Kube, namespace: str, spec: dict[str, Any]) -> dict[str, int]:
+    """The HPAs' maxReplicas by Deployment, read only when a consumer is sized for them."""
+    if not desired.sized_deployments(spec):
+        return {}
+    return desired.hpa_max_replicas(await client.list_hpas(namespace))
 
 
 def _written_generation(

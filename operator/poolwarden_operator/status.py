@@ -13,13 +13,38 @@ from poolwarden_operator import desired
 
 
 def overcommitted_message(plan: planner.Plan) -> str:
-    workers = sum((c.replicas + c.surge) * c.workers for c in plan.consumers)
-    who = ", ".join(f"{c.name} ({c.replicas}+{c.surge} pods x {c.workers})" for c in plan.consumers)
-    return (
-        f"{workers} workers ({who}) need at least one connection each but PgBouncer holds "
-        f"{plan.capacity}: raise spec.database.maxConnections to at least "
-        f"{planner.needed_max_connections(plan)}, or lower the consumers' replicas or workersPerPod"
-    )
+    """What is short (the planner's server side, client side or both) and what to change, in
+    the budget's own field names."""
+    active = [c for c in plan.consumers if c.replicas > 0]
+    parts = []
+    if plan.server_short:
+        parts.append(
+            f"server side: {len(active)} active consumer(s) need one server connection each per "
+            f"PgBouncer pod but each of the {plan.pgbouncer_pods} pod(s) gets max_db_connections "
+            f"{plan.pgbouncer.max_db_connections}: raise spec.database.maxConnections to at least "
+            f"{planner.needed_max_connections(plan)}, or lower the PgBouncer replicas"
+        )
+    if plan.client_short:
+        wanted = sum((c.replicas + c.surge) * c.workers for c in plan.consumers)
+        who = ", ".join(
+            f"{c.name} ({c.replicas}+{c.surge} pods x {c.workers})" for c in plan.consumers
+        )
+        parts.append(
+            f"client side: {wanted} workers ({who}) need at least one client connection each but "
+            f"PgBouncer accepts {plan.client_limit} (max_client_conn "
+            f"{plan.pgbouncer.max_client_conn} x {max(1, plan.pgbouncer.replicas)} replica(s)): "
+            f"raise spec.pgbouncer.maxClientConn to at least "
+            f"{planner.needed_max_client_conn(plan)}, or lower the consumers' replicas or "
+            "workersPerPod"
+        )
+    if not parts:
+        parts.append(plan.explanation)
+    return "Overcommitted, " + "; ".join(parts)
+
+
+def utilization(plan: planner.Plan) -> str:
+    """``status.utilization``: the plan's utilization with two decimals, e.g. ``0.91``."""
+    return f"{plan.utilization:.2f}"
 
 
 def applied(
@@ -46,7 +71,12 @@ def applied(
                 "BudgetTooSmall" if over else "WithinBudget",
                 overcommitted_message(plan)
                 if over
-                else f"{plan.client_total} of {plan.capacity} connections planned",
+                else (
+                    f"utilization {utilization(plan)}: server pools "
+                    + ", ".join(f"{c.name}={c.server_pool}" for c in plan.consumers)
+                    + f" per PgBouncer pod; {plan.client_total} of {plan.client_limit} client "
+                    "connections planned"
+                ),
                 observed,
             ),
         ],
@@ -63,6 +93,8 @@ def applied(
         ),
         "serverTotal": plan.server_total,
         "clientTotal": plan.client_total,
+        "clientLimit": plan.client_limit,
+        "utilization": utilization(plan),
         "pgbouncer": pgbouncer_status(plan.pgbouncer, plan.pgbouncer_pods, pods, previous),
         "consumers": [
             {
@@ -70,6 +102,9 @@ def applied(
                 "replicas": c.replicas,
                 "surge": c.surge,
                 "workersPerPod": c.workers,
+                "threadsPerWorker": c.threads,
+                "cap": c.cap,
+                "serverPool": c.server_pool,
                 "poolSize": c.pool_size,
                 "maxOverflow": c.max_overflow,
                 "perPod": c.per_pod,
@@ -138,6 +173,7 @@ def pgbouncer_status(
         "maxDbConnections": b.max_db_connections,
         "reservePoolSize": b.reserve_pool_size,
         "maxClientConn": b.max_client_conn,
+        "maxUserConnections": b.max_user_connections,
         "previousMaxDbConnections": (
             last if last is not None and last != b.max_db_connections
             else before.get("previousMaxDbConnections", b.max_db_connections)
@@ -199,14 +235,14 @@ def merge_conditions(
 def plan_event(plan: planner.Plan, generation: int) -> tuple[str, str, str]:
     """(type, reason, message) of the Event that announces a new plan."""
     shares = ", ".join(
-        f"{c.name} pool_size {c.pool_size} max_overflow {c.max_overflow} "
-        f"({c.replicas} pods, {c.per_pod}/pod)"
+        f"{c.name} server_pool {c.server_pool} pool_size {c.pool_size} max_overflow "
+        f"{c.max_overflow} ({c.replicas} pods, {c.per_pod}/pod)"
         for c in plan.consumers
     )
     b = plan.pgbouncer
     bouncer = (
-        f"pgbouncer x{b.replicas} default_pool_size {b.default_pool_size} "
-        f"max_db_connections {b.max_db_connections}"
+        f"pgbouncer x{b.replicas} max_user_connections {b.max_user_connections} "
+        f"max_db_connections {b.max_db_connections}; utilization {utilization(plan)}"
     )
     if plan.overcommitted:
         return (

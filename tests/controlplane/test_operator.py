@@ -43,6 +43,10 @@ GROUP, VERSION, PLURAL = "poolwarden.io", "v1alpha1", "connectionbudgets"
 MERGE = "application/merge-patch+json"
 DEFAULT_WAIT = 60.0
 DEFAULT_CONSUMERS = [{"name": "app", "deployment": "app", "workersPerPod": 2}]
+DATABASE = {"host": "pg.example", "port": 5432, "name": "shop"}
+# PgBouncer's max_client_conn in the scale tests: small enough that the client side decides the
+# app's pools (with sizing v2 the server side does not depend on the consumers' replicas).
+CLIENTS = 100
 
 
 # --------------------------------------------------------------------------- helpers
@@ -70,6 +74,7 @@ class Cluster:
         self.apps = kubernetes.client.AppsV1Api(api)
         self.custom = kubernetes.client.CustomObjectsApi(api)
         self.rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+        self.autoscaling = kubernetes.client.AutoscalingV2Api(api)
 
     def make_deployment(self, name, replicas, strategy=None, labels=None, finalizers=None):
         """A Deployment of placeholder pods; pods carrying ``finalizers`` stay terminating after
@@ -109,12 +114,30 @@ class Cluster:
             "kind": "ConnectionBudget",
             "metadata": {"name": name},
             "spec": {
-                "database": {"maxConnections": max_connections, "reserved": reserved},
+                "database": {
+                    "maxConnections": max_connections, "reserved": reserved, **DATABASE
+                },
                 "pgbouncer": {"deployment": "pgbouncer", **pgbouncer},
                 "consumers": DEFAULT_CONSUMERS if consumers is None else consumers,
             },
         }
         return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
+
+    def make_hpa(self, target, max_replicas, name=None):
+        """An autoscaling/v2 HPA for ``target`` (no metrics server: it never scales on CPU)."""
+        body = {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name or target},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                "minReplicas": 1,
+                "maxReplicas": max_replicas,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                    "type": "Utilization", "averageUtilization": 75}}}],
+            },
+        }  # fmt: skip
+        self.autoscaling.create_namespaced_horizontal_pod_autoscaler(self.ns, body)
 
     def patch_budget(self, name, spec):
         self.custom.patch_namespaced_custom_object(
@@ -155,11 +178,13 @@ class Cluster:
         return None
 
 
-def expected_pool(replicas, workers=2, max_connections=100, reserved=10, bouncers=1):
+def expected_pool(
+    replicas, workers=2, max_connections=100, reserved=10, bouncers=1, clients=CLIENTS
+):
     """The planner's answer for the default fixtures (Deployments default to maxSurge 25%)."""
     result = planner.plan(
         planner.Budget(max_connections, reserved),
-        planner.PgBouncer(bouncers, planner.resolve_surge(bouncers)),
+        planner.PgBouncer(bouncers, planner.resolve_surge(bouncers), clients),
         [planner.Consumer("app", replicas, workers, surge=planner.resolve_surge(replicas))],
     )
     return result
@@ -370,9 +395,10 @@ def record(name: str, values: dict) -> None:
 
 
 def test_scale_2_8_1_rewrites_plans_status_and_events(cluster, run_operator):
+    # Each of these scales changes the plan: the app's client connections must fit CLIENTS.
     cluster.make_deployment("pgbouncer", 1)
     cluster.make_deployment("app", 2)
-    cluster.make_budget()
+    cluster.make_budget(maxClientConn=CLIENTS)
     op = run_operator()
     assert op.alive()
 
@@ -398,7 +424,11 @@ def test_scale_2_8_1_rewrites_plans_status_and_events(cluster, run_operator):
         sizing = wait_for("the PgBouncer sizing include", cluster.sizing)
         assert sizing.max_db_connections == want.pgbouncer.max_db_connections
         # The database can never be over budget: PgBouncer pods x max_db_connections <= 90.
-        assert (1 + 1) * sizing.max_db_connections <= 90
+        assert (1 + 1) * sizing.max_user_connections <= 90
+        # The app's alias holds its server pool whatever its replicas: PgBouncer queues.
+        assert [(d.name, d.pool_size) for d in sizing.databases] == [
+            ("app", want.consumers[0].server_pool)
+        ]
 
         status = wait_for(
             "status of the new plan",
@@ -409,6 +439,8 @@ def test_scale_2_8_1_rewrites_plans_status_and_events(cluster, run_operator):
         )
         assert status["consumers"][0]["replicas"] == replicas
         assert status["consumers"][0]["poolSize"] == plan.pool_size
+        assert status["consumers"][0]["serverPool"] == want.consumers[0].server_pool
+        assert status["utilization"] == f"{want.utilization:.2f}"
         assert status["observedGeneration"] == cluster.budget()["metadata"]["generation"]
         assert status["state"] == "Ready"
         assert cluster.condition("Ready")["status"] == "True"
@@ -463,7 +495,7 @@ def test_scale_2_8_1_rewrites_plans_status_and_events(cluster, run_operator):
 def test_unchanged_plan_is_never_rewritten(cluster, run_operator):
     cluster.make_deployment("pgbouncer", 1)
     cluster.make_deployment("app", 3)
-    cluster.make_budget()
+    cluster.make_budget(maxClientConn=CLIENTS)
     run_operator()
     wait_for("the first plan", cluster.plan)
     _, version = cluster.configmap_text("budget-app-plan", planfile.FILE_NAME)
@@ -472,7 +504,7 @@ def test_unchanged_plan_is_never_rewritten(cluster, run_operator):
     cluster.apps.patch_namespaced_deployment(
         "app", cluster.ns, {"spec": {"template": template}}, _content_type=MERGE
     )
-    cluster.patch_budget("budget", {"pgbouncer": {"maxClientConn": 1000}})
+    cluster.patch_budget("budget", {"pgbouncer": {"maxClientConn": CLIENTS}})
     cluster.scale("app", 4)  # a real change afterwards shows the operator was listening
     wait_for(
         "the plan for 4 replicas",
@@ -487,34 +519,112 @@ def test_unchanged_plan_is_never_rewritten(cluster, run_operator):
     wait_for("the Event of plan generation 2", lambda: 2 in generations())
     assert generations() == [1, 2], generations()
     assert cluster.configmap_text("budget-app-plan", planfile.FILE_NAME)[1] != version
+    # A scale that does not change the plan (the client side still fits) writes nothing new.
+    cluster.patch_budget("budget", {"pgbouncer": {"maxClientConn": 1000}})
+    wait_for("the plan for 1000 client connections", lambda: 3 in generations())
+    _, version = cluster.configmap_text("budget-app-plan", planfile.FILE_NAME)
+    cluster.scale("app", 6)
+    wait_for(
+        "the status to show 6 replicas",
+        lambda: cluster.budget()["status"]["consumers"][0]["replicas"] == 6,
+    )
+    assert cluster.budget()["status"]["planGeneration"] == 3
+    assert cluster.configmap_text("budget-app-plan", planfile.FILE_NAME)[1] == version
+    assert generations() == [1, 2, 3], generations()
 
 
 def test_overcommitted_budget_says_what_to_change(cluster, run_operator):
+    # 6 pods x 2 workers need 12 client connections; PgBouncer accepts 10: the client side.
     cluster.make_deployment("pgbouncer", 1, strategy={"type": "Recreate"})
     cluster.make_deployment("app", 6, strategy={"type": "Recreate"})
-    cluster.make_budget(max_connections=12, reserved=2)
+    cluster.make_budget(max_connections=12, reserved=2, maxClientConn=10)
     run_operator()
     condition = wait_for(
         "the Overcommitted condition",
         lambda: (c := cluster.condition("Overcommitted")) and c["status"] == "True" and c,
     )
-    assert "12 workers" in condition["message"]
-    assert "raise spec.database.maxConnections to at least 14" in condition["message"]
+    assert "client side: 12 workers" in condition["message"]
+    assert "raise spec.pgbouncer.maxClientConn to at least 12" in condition["message"]
+    assert "server side" not in condition["message"]
     warning = wait_for("a Warning Event", lambda: cluster.events("Overcommitted"))
     assert warning[0]["type"] == "Warning"
-    assert "raise spec.database.maxConnections" in warning[0]["message"]
+    assert "raise spec.pgbouncer.maxClientConn" in warning[0]["message"]
     plan = cluster.plan()
     assert (plan.pool_size, plan.max_overflow, plan.overcommitted) == (1, 0, True)
     assert cluster.budget()["status"]["state"] == "Overcommitted"
     # PgBouncer still keeps the database inside its budget.
     assert cluster.sizing().max_db_connections == 10
 
-    cluster.patch_budget("budget", {"database": {"maxConnections": 14}})
+    cluster.patch_budget("budget", {"pgbouncer": {"maxClientConn": 12}})
     wait_for(
-        "Overcommitted to clear after raising maxConnections",
+        "Overcommitted to clear after raising maxClientConn",
         lambda: cluster.condition("Overcommitted")["status"] == "False",
     )
     assert not cluster.plan().overcommitted
+
+
+def test_the_sizing_include_splits_the_pool_by_weight_into_one_alias_per_consumer(
+    cluster, run_operator
+):
+    # One PgBouncer pod (Recreate: no surge) holds the whole budget of 40: weights 3:1 give
+    # the aliases 30 and 10, which PgBouncer enforces; the sum is capped per pod as well.
+    cluster.make_deployment("pgbouncer", 1, strategy={"type": "Recreate"})
+    cluster.make_deployment("app", 2)
+    cluster.make_deployment("worker", 1)
+    consumers = [
+        {"name": "app", "deployment": "app", "workersPerPod": 2, "weight": 3},
+        {"name": "worker", "deployment": "worker", "weight": 1, "threadsPerWorker": 4},
+    ]
+    cluster.make_budget(max_connections=50, reserved=10, consumers=consumers)
+    run_operator()
+
+    def pools():
+        sizing = cluster.sizing()
+        return sizing and {d.name: d.pool_size for d in sizing.databases}
+
+    wait_for("aliases split 3:1", lambda: pools() == {"app": 30, "worker": 10})
+    sizing = cluster.sizing()
+    assert sizing.max_user_connections == sizing.max_db_connections == 40
+    assert {(d.host, d.port, d.dbname) for d in sizing.databases} == {
+        (DATABASE["host"], DATABASE["port"], DATABASE["name"])
+    }
+    # The threaded worker's pool is its thread count at most; the async app's one busy pod
+    # can use its whole server pool.
+    assert cluster.plan("budget-worker-plan").pool_size == 4
+    app = cluster.plan()
+    assert 2 * (app.pool_size + app.max_overflow) >= 30
+    status = wait_for("the status", lambda: (cluster.budget().get("status") or {}).get("consumers"))
+    assert [(c["name"], c["serverPool"]) for c in status] == [("app", 30), ("worker", 10)]
+    # A consumer scaled to zero keeps an alias of 1 (outside the split): the others get it all.
+    cluster.scale("worker", 0)
+    wait_for("the app to get the whole pool", lambda: pools() == {"app": 40, "worker": 1})
+
+
+def test_size_for_max_replicas_follows_the_hpa(cluster, run_operator):
+    cluster.make_deployment("pgbouncer", 1)
+    cluster.make_deployment("app", 2)
+    consumers = [{**DEFAULT_CONSUMERS[0], "sizeFor": "maxReplicas"}]
+    cluster.make_budget(consumers=consumers, maxClientConn=CLIENTS)
+    run_operator()
+
+    def planned(replicas):
+        want = expected_pool(replicas).consumers[0].pool_size
+        return (
+            (cluster.budget().get("status") or {}).get("consumers", [{}])[0].get("replicas")
+            == replicas
+            and cluster.plan().pool_size == want
+        )
+
+    wait_for("the plan for the live 2 replicas (no HPA yet)", lambda: planned(2))
+    cluster.make_hpa("app", 10)
+    wait_for("the plan for the HPA's maxReplicas 10", lambda: planned(10))
+    cluster.autoscaling.patch_namespaced_horizontal_pod_autoscaler(
+        "app", cluster.ns, {"spec": {"maxReplicas": 20}}, _content_type=MERGE
+    )
+    wait_for("the plan for maxReplicas 20", lambda: planned(20))
+    assert expected_pool(20).consumers[0].pool_size < expected_pool(10).consumers[0].pool_size
+    cluster.autoscaling.delete_namespaced_horizontal_pod_autoscaler("app", cluster.ns)
+    wait_for("the plan for the live count again", lambda: planned(2))
 
 
 @pytest.mark.parametrize("rbac_values", [{"app.reloadMode": "rollout"}])
@@ -627,6 +737,23 @@ def test_invalid_budgets_are_rejected_by_the_api_server(cluster):
         ),
         ({"consumers": []}, "spec.consumers"),
         (
+            {"consumers": [{"name": DATABASE["name"], "deployment": "x"}]},
+            "a consumer cannot be named like spec.database.name",
+        ),
+        (
+            {"consumers": [{"name": "pgbouncer", "deployment": "x"}]},
+            "a consumer cannot be named pgbouncer",
+        ),
+        ({"consumers": [{"name": "Web", "deployment": "x"}]}, "spec.consumers[0].name"),
+        (
+            {"consumers": [{"name": "web_api", "deployment": "x"}]},
+            "a consumer name with '_' needs planConfigMap",
+        ),
+        (
+            {"consumers": [{"name": "a", "deployment": "x", "sizeFor": "peak"}]},
+            'supported values: "replicas", "maxReplicas"',
+        ),
+        (
             {"consumers": [{"name": "a", "deployment": "pgbouncer"}]},
             "the PgBouncer Deployment cannot also be a consumer",
         ),
@@ -642,7 +769,7 @@ def test_invalid_budgets_are_rejected_by_the_api_server(cluster):
 def test_killed_operator_converges_after_restart(cluster, run_operator):
     cluster.make_deployment("pgbouncer", 1)
     cluster.make_deployment("app", 2)
-    cluster.make_budget()
+    cluster.make_budget(maxClientConn=CLIENTS)
     op = run_operator()
     first = wait_for("the first plan", cluster.plan)
     cluster.scale("app", 8)
@@ -674,7 +801,7 @@ def test_killed_operator_converges_after_restart(cluster, run_operator):
 def test_200_rapid_scale_events_end_in_the_final_plan(cluster, run_operator):
     cluster.make_deployment("pgbouncer", 1)
     cluster.make_deployment("app", 2)
-    cluster.make_budget()
+    cluster.make_budget(maxClientConn=CLIENTS)
     run_operator()
     wait_for("the first plan", cluster.plan)
     first_generation = cluster.plan().generation
@@ -726,6 +853,7 @@ def test_rbac_is_sufficient_and_not_more(cluster, operator_account):
             ("watch", "connectionbudgets", GROUP, cluster.ns, ""),
             ("patch", "connectionbudgets", GROUP, cluster.ns, "status"),
             ("watch", "deployments", "apps", cluster.ns, ""),
+            ("watch", "horizontalpodautoscalers", "autoscaling", cluster.ns, ""),
             ("create", "configmaps", "", cluster.ns, ""),
             ("patch", "configmaps", "", cluster.ns, ""),
             ("patch", "pods", "", cluster.ns, ""),
@@ -739,6 +867,7 @@ def test_rbac_is_sufficient_and_not_more(cluster, operator_account):
             ("delete", "configmaps", "", cluster.ns, ""),
             ("delete", "pods", "", cluster.ns, ""),
             ("create", "deployments", "apps", cluster.ns, ""),
+            ("patch", "horizontalpodautoscalers", "autoscaling", cluster.ns, ""),
             ("delete", "connectionbudgets", GROUP, cluster.ns, ""),
             ("create", "pods", "", cluster.ns, "exec"),
             ("list", "configmaps", "", "kube-system", ""),

@@ -91,7 +91,10 @@ def release(cluster, pod):
 
 def budget_spec(pgbouncer, consumer, max_connections=100, reserved=10, database=None, **extra):
     spec = {
-        "database": {"maxConnections": max_connections, "reserved": reserved, **(database or {})},
+        "database": {
+            "maxConnections": max_connections, "reserved": reserved,
+            "host": "pg", "name": "shop", **(database or {}),
+        },  # fmt: skip
         "pgbouncer": {"deployment": pgbouncer, **extra},
         "consumers": [{"name": "app", "deployment": consumer, "workersPerPod": 2}],
     }
@@ -209,6 +212,8 @@ def test_an_invalid_budget_lowers_pgbouncer_and_says_what_to_change(shared):
     # maxConnections lowered below what 2 PgBouncer pods need: 1 budgeted connection for 2 pods.
     cluster.patch_budget("invalid", {"database": {"maxConnections": 3, "reserved": 2}})
     wait_limit(cluster, "invalid", 1, "the fail-safe sizing (never the old 45)")
+    # The app keeps the database alias it connects to, inside the safe limit.
+    assert [(d.name, d.pool_size) for d in sizing(cluster, "invalid").databases] == [("app", 1)]
     status = wait_for(
         "the Invalid state",
         lambda: (s := cluster.budget("invalid")["status"]).get("state") == "Invalid" and s,
@@ -235,7 +240,8 @@ def test_a_failed_pass_is_repaired_without_waiting_for_the_drift_check(shared):
     cluster = shared
     cluster.make_deployment("pgb-fail", 1, strategy={"type": "Recreate"})
     cluster.make_deployment("app-fail", 2)
-    create_budget(cluster, "fail", budget_spec("pgb-fail", "app-fail"))
+    # maxClientConn 100: the client side makes the scale to 6 change the app's pools.
+    create_budget(cluster, "fail", budget_spec("pgb-fail", "app-fail", maxClientConn=100))
     wait_for("the first plan", lambda: cluster.plan("fail-app-plan"))
     before = cluster.plan("fail-app-plan").pool_size
 
@@ -273,7 +279,7 @@ def test_a_failed_pass_is_repaired_without_waiting_for_the_drift_check(shared):
 
 def test_two_budgets_for_one_database_are_reported_on_both(shared):
     cluster = shared
-    database = {"host": "pg", "port": 5432, "name": "app", "role": "app"}
+    database = {"host": "pg", "port": 5432, "name": "shop", "role": "app"}
     for name in ("one", "two"):
         cluster.make_deployment(f"pgb-{name}", 1, strategy={"type": "Recreate"})
         cluster.make_deployment(f"app-{name}", 1)

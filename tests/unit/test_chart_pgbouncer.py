@@ -109,11 +109,11 @@ def test_only_the_fallback_configmap_is_templated_never_the_operators(defaults):
 @pytest.mark.parametrize(
     ("replicas", "max_connections", "reserved", "clients", "expected"),
     [
-        (2, 100, 10, 1000, 30),  # the defaults: 90 / 3
-        (1, 100, 10, 1000, 45),
-        (3, 50, 5, 250, 11),  # 45 / 4
-        (7, 20, 3, 1000, 2),  # 17 / 8
-        (6, 10, 3, 1000, 1),  # 7 / 7: exactly one each
+        (2, 100, 10, 1000, 45),  # the defaults: 90 / 2 (rollout.maxSurge 0)
+        (1, 100, 10, 1000, 90),
+        (3, 50, 5, 250, 15),  # 45 / 3
+        (7, 20, 3, 1000, 2),  # 17 / 7
+        (7, 10, 3, 1000, 1),  # 7 / 7: exactly one each
     ],
 )
 def test_fallback_configmap_holds_an_equal_slice_within_the_budget(
@@ -128,19 +128,30 @@ def test_fallback_configmap_holds_an_equal_slice_within_the_budget(
         }
     )
     sizing = fallback_sizing(r)
+    database = r.get("ConnectionBudget", FULL)["spec"]["database"]
     assert sizing == pgbouncer_ini.Sizing(
         default_pool_size=expected,
         max_db_connections=expected,
         reserve_pool_size=0,
         max_client_conn=clients,
+        max_user_connections=expected,
+        databases=(
+            pgbouncer_ini.Database(
+                name="app",
+                host=database["host"],
+                port=database["port"],
+                dbname=database["name"],
+                pool_size=expected,
+            ),
+        ),
     )
-    assert (replicas + 1) * sizing.max_db_connections <= max_connections - reserved
+    assert replicas * sizing.max_db_connections <= max_connections - reserved
     budget = r.get("ConnectionBudget", FULL)["spec"]
     assert budget["pgbouncer"]["maxClientConn"] == clients  # one value feeds both
 
 
 def test_a_fallback_that_cannot_fit_the_budget_fails_naming_the_values():
-    # 10 replicas + 1 surge pod need 11 connections; the budget is 10 - 3 = 7.
+    # 10 replicas + 0 surge pods need 10 connections; the budget is 10 - 3 = 7.
     err = render_error(
         sets={
             "pgbouncer.replicaCount": "10",
@@ -149,7 +160,7 @@ def test_a_fallback_that_cannot_fit_the_budget_fails_naming_the_values():
         }
     )
     assert (
-        "pgbouncer.replicaCount (10) plus one rollout surge pod need at least 11 server "
+        "pgbouncer.replicaCount (10) plus pgbouncer.rollout.maxSurge (0) need at least 10 server "
         "connections (one per pod), but the budget is 7 (postgresql.maxConnections 10 - "
         "budget.reserved 3)" in err
     ), err
@@ -160,7 +171,7 @@ def test_a_fallback_that_cannot_fit_the_budget_fails_naming_the_values():
             "externalDatabase.password": "x",
             "externalDatabase.maxConnections": "20",
             "budget.reserved": "10",
-            "pgbouncer.replicaCount": "10",
+            "pgbouncer.replicaCount": "11",
         }
     )
     assert "but the budget is 10 (externalDatabase.maxConnections 20 - budget.reserved 10)" in err
@@ -264,7 +275,10 @@ def test_schema_rejects_values_that_would_change_pgbouncer_ini(values, expected,
     ("name", "source"),
     [
         ("PGBOUNCER_DB_HOST", "postgresql.enabled / externalDatabase.host"),
-        ("PGBOUNCER_MAX_DB_CONNECTIONS", "the budget (budget.*, pgbouncer.replicaCount)"),
+        (
+            "PGBOUNCER_MAX_DB_CONNECTIONS",
+            "the budget (budget.*, pgbouncer.replicaCount, pgbouncer.rollout)",
+        ),
         ("PGBOUNCER_IDLE_TRANSACTION_TIMEOUT", "pgbouncer.idleTransactionTimeoutSeconds"),
     ],
 )

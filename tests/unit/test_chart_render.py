@@ -279,8 +279,15 @@ def test_the_chart_templates_no_operator_configmap_so_upgrades_never_overwrite_t
     assert not operator_owned & set(defaults.names("ConfigMap"))
     cm = defaults.get("ConfigMap", f"{PGBOUNCER}-fallback")
     assert set(cm["data"]) == {"sizing.ini"}
+    # Numbers, and the app's alias (names and numbers, no password).
+    alias = r"app = host=[a-z0-9.-]+ port=[0-9]+ dbname=[A-Za-z0-9_]+ pool_size=[0-9]+"
     for line in cm["data"]["sizing.ini"].splitlines():
-        assert line.startswith(";") or re.fullmatch(r"[a-z_]+ = [0-9]+", line), line
+        assert (
+            line in ("", "[databases]")
+            or line.startswith(";")
+            or re.fullmatch(r"[a-z_]+ = [0-9]+", line)
+            or re.fullmatch(alias, line)
+        ), line
     secrets = [
         base64.b64decode(v).decode() for s in defaults.of_kind("Secret") for v in s["data"].values()
     ]
@@ -318,12 +325,13 @@ def test_app_env_contract_points_at_pgbouncer_with_the_password_from_a_secret(de
     env = env_of(container(spec, "app"))
     assert env["POOLWARDEN_DB_HOST"]["value"] == PGBOUNCER
     assert env["POOLWARDEN_DB_PORT"]["value"] == "6432"
-    assert env["POOLWARDEN_DB_NAME"]["value"] == "poolwarden"
+    budget = defaults.get("ConnectionBudget", FULL)["spec"]
+    # The app connects to its own PgBouncer database: the alias named like its consumer.
+    assert env["POOLWARDEN_DB_NAME"]["value"] == budget["consumers"][0]["name"] == "app"
     assert env["POOLWARDEN_DB_USER"]["value"] == "poolwarden"
     ref = env["POOLWARDEN_DB_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": f"{FULL}-db", "key": "password"}
     assert defaults.get("Secret", f"{FULL}-db")["data"]["password"]
-    budget = defaults.get("ConnectionBudget", FULL)["spec"]
     assert env["POOLWARDEN_WORKERS"]["value"] == str(budget["consumers"][0]["workersPerPod"])
     assert {p["containerPort"] for p in container(spec, "app")["ports"]} == {8000}
 
@@ -361,6 +369,8 @@ def test_connection_budget_names_the_objects_the_chart_renders(defaults):
         "name": "app",
         "deployment": APP,
         "workersPerPod": 2,
+        "threadsPerWorker": 0,
+        "sizeFor": "replicas",
         "weight": 1,
         "overflow": "quarter",
         "reloadMode": "live",
@@ -408,7 +418,7 @@ def test_pgbouncer_fallback_sizing_keeps_the_database_within_budget_during_a_rol
         "budget.reserved": str(reserved),
     }
     budget = max_connections - reserved
-    if budget < replicas + 1:  # infeasible: not even one connection per pod fits; say so
+    if budget < replicas:  # infeasible: not even one connection per pod fits; say so
         assert "pgbouncer.replicaCount" in render_error(sets=sets)
         return
     r = render(sets=sets)
@@ -417,11 +427,11 @@ def test_pgbouncer_fallback_sizing_keeps_the_database_within_budget_during_a_rol
     fallback = dict(re.findall(r"^([a-z_]+) = ([0-9]+)$", text, re.M))
     per_replica = int(fallback["max_db_connections"])
     assert per_replica >= 1
-    # replicas plus one surge pod stay within the budget
-    assert (replicas + 1) * per_replica <= budget
-    assert int(fallback["default_pool_size"]) <= per_replica
+    # Every pod the rollout strategy allows (replicas + maxSurge, 0 by default) stays within it.
     strategy = r.get("Deployment", PGBOUNCER)["spec"]["strategy"]["rollingUpdate"]
-    assert strategy["maxSurge"] == 1
+    assert strategy == {"maxSurge": 0, "maxUnavailable": 1}
+    assert (replicas + strategy["maxSurge"]) * per_replica <= budget
+    assert int(fallback["default_pool_size"]) <= per_replica
 
 
 def test_pgbouncer_metrics_sidecar_is_optional_and_exposed_on_the_service():

@@ -10,8 +10,9 @@ from poolwarden import pgbouncer_ini, planner
 from poolwarden_operator import desired, retry, status
 from poolwarden_operator.coalesce import Coalescer
 
+DATABASE = {"host": "pg.shop.svc", "port": 5432, "name": "shop"}
 SPEC = {
-    "database": {"maxConnections": 100, "reserved": 10},
+    "database": {"maxConnections": 100, "reserved": 10, **DATABASE},
     "pgbouncer": {"deployment": "pgbouncer"},
     "consumers": [{"name": "app", "deployment": "app", "workersPerPod": 2}],
 }
@@ -124,6 +125,42 @@ def test_safe_sizing_file_gets_a_new_generation_and_the_status_says_what_to_chan
     assert ready["status"] == "False"
     assert "max_db_connections 1 per pod, which does not fit" in ready["message"]
     assert "PostgreSQL's connection limit" in ready["message"]
+
+
+@pytest.mark.parametrize(
+    ("replicas", "consumers", "each"),
+    [
+        (2, ["app", "worker"], 15),  # 90 // 3 pods = 30 per pod, split evenly
+        (94, ["app", "worker", "cron"], 1),  # 1 per pod: every alias still gets 1
+        (2, ["app", "worker", "cron"], 10),
+    ],
+)
+def test_the_fail_safe_sizing_keeps_every_consumers_alias(replicas, consumers, each):
+    spec = {**SPEC, "consumers": [{"name": n, "deployment": n} for n in consumers]}
+    safe = desired.safe_pgbouncer(spec, {"pgbouncer": deployment(replicas)}, desired.Pods())
+    _, sizing = desired.sizing_file("ns", "budget", spec, safe.pgbouncer, {})
+    parsed = pgbouncer_ini.parse(sizing.text)
+    assert {d.name: d.pool_size for d in parsed.databases} == dict.fromkeys(consumers, each)
+    assert {(d.host, d.port, d.dbname) for d in parsed.databases} == {("pg.shop.svc", 5432, "shop")}
+    # max_user_connections caps the sum over the aliases at the safe per-pod limit.
+    assert (
+        parsed.max_user_connections
+        == parsed.max_db_connections
+        == safe.pgbouncer.max_db_connections
+    )
+
+
+def test_the_fail_safe_sizing_never_raises_on_what_cannot_be_an_alias():
+    # Stored before the CRD's rules: no host, a name PgBouncer cannot take as a database.
+    spec = {
+        "database": {"maxConnections": 100, "reserved": 10},
+        "pgbouncer": {"deployment": "pgbouncer"},
+        "consumers": [{"name": "App!", "deployment": "app"}],
+    }
+    safe = desired.safe_pgbouncer(spec, {"pgbouncer": deployment(2)}, desired.Pods())
+    _, sizing = desired.sizing_file("ns", "budget", spec, safe.pgbouncer, {})
+    parsed = pgbouncer_ini.parse(sizing.text)
+    assert parsed.databases == () and parsed.max_db_connections == 30
 
 
 @pytest.mark.parametrize(

@@ -366,20 +366,74 @@ Usage: include "poolwarden.keptRandom" (dict "context" $ "name" "x" "key" "y")
 {{- end }}
 
 {{/*
-PgBouncer's sizing before the operator's first sizing.ini: each replica (plus one surge pod of
-a rollout) gets an equal slice of the budget, so the database stays within its budget even
-with the operator down. The only place that computes the slice; it fails when even one server
-connection per pod does not fit.
+PgBouncer's rollout strategy: the one owner of its surge (the fallback slice below counts the
+same pods). maxSurge + maxUnavailable >= 1, else the Deployment controller cannot roll out.
+*/}}
+{{- define "poolwarden.pgbouncer.maxSurge" -}}
+{{- $surge := int .Values.pgbouncer.rollout.maxSurge }}
+{{- if lt (add $surge (int .Values.pgbouncer.rollout.maxUnavailable)) 1 }}
+{{- fail "pgbouncer.rollout.maxSurge + pgbouncer.rollout.maxUnavailable must be at least 1 (a rollout could not replace any pod): raise pgbouncer.rollout.maxUnavailable (or maxSurge)" }}
+{{- end }}
+{{- $surge }}
+{{- end }}
+
+{{/*
+The PgBouncer pods that may hold server connections before the operator's first plan:
+replicas + the rollout's maxSurge (terminating pods beyond that are the role's CONNECTION LIMIT's
+to bound until the operator counts them).
+*/}}
+{{- define "poolwarden.pgbouncer.fallbackPods" -}}
+{{- add (int .Values.pgbouncer.replicaCount) (int (include "poolwarden.pgbouncer.maxSurge" .)) }}
+{{- end }}
+
+{{/*
+PgBouncer's sizing before the operator's first sizing.ini: each pod that may hold server
+connections (fallbackPods) gets an equal slice of the budget, so the database stays within its
+budget even with the operator down. The only place that computes the slice; it fails when even
+one server connection per pod does not fit.
 */}}
 {{- define "poolwarden.pgbouncer.fallbackMaxDbConnections" -}}
 {{- $budget := int (include "poolwarden.budget.total" .) }}
 {{- $replicas := int .Values.pgbouncer.replicaCount }}
-{{- $pods := add $replicas 1 }}
+{{- $surge := int (include "poolwarden.pgbouncer.maxSurge" .) }}
+{{- $pods := int (include "poolwarden.pgbouncer.fallbackPods" .) }}
 {{- if gt $pods $budget }}
 {{- $maxKey := ternary "postgresql.maxConnections" "externalDatabase.maxConnections" .Values.postgresql.enabled }}
-{{- fail (printf "pgbouncer.replicaCount (%d) plus one rollout surge pod need at least %d server connections (one per pod), but the budget is %d (%s %s - budget.reserved %d): lower pgbouncer.replicaCount or budget.reserved, or raise %s" $replicas $pods $budget $maxKey (include "poolwarden.database.maxConnections" .) (int .Values.budget.reserved) $maxKey) }}
+{{- fail (printf "pgbouncer.replicaCount (%d) plus pgbouncer.rollout.maxSurge (%d) need at least %d server connections (one per pod), but the budget is %d (%s %s - budget.reserved %d): lower pgbouncer.replicaCount, pgbouncer.rollout.maxSurge or budget.reserved, or raise %s" $replicas $surge $pods $budget $maxKey (include "poolwarden.database.maxConnections" .) (int .Values.budget.reserved) $maxKey) }}
 {{- end }}
 {{- div $budget $pods }}
+{{- end }}
+
+{{/*
+The app's consumer name: its name in the ConnectionBudget and the PgBouncer database (alias)
+its pods connect to. The one owner: connectionbudget.yaml, the fallback sizing and the app's
+POOLWARDEN_DB_NAME all take it from here.
+*/}}
+{{- define "poolwarden.app.consumerName" -}}
+{{- $name := "app" }}
+{{- if or (eq $name (include "poolwarden.database.name" .)) (eq $name "pgbouncer") }}
+{{- fail (printf "the app's PgBouncer database alias is %q, which PgBouncer already uses for the database itself or its console: choose another database name (postgresql.auth.database / externalDatabase.database)" $name) }}
+{{- end }}
+{{- $name }}
+{{- end }}
+
+{{/*
+What the operator plans the app for: app.sizeFor, or (empty) maxReplicas when the chart's HPA
+is on (a scale-out within it needs no new plan), else the live replica count.
+*/}}
+{{- define "poolwarden.app.sizeFor" -}}
+{{- if .Values.app.sizeFor }}
+{{- .Values.app.sizeFor }}
+{{- else if .Values.app.autoscaling.enabled -}}
+maxReplicas
+{{- else -}}
+replicas
+{{- end }}
+{{- end }}
+
+{{/* The app's asyncpg statement cache: on exactly when PgBouncer tracks prepared statements. */}}
+{{- define "poolwarden.app.statementCache" -}}
+{{- ternary "true" "false" (gt (int .Values.pgbouncer.maxPreparedStatements) 0) }}
 {{- end }}
 
 {{/* PgBouncer's static settings: the entrypoint renders pgbouncer.ini from them (pgbouncer/README.md). */}}
@@ -404,6 +458,10 @@ connection per pod does not fit.
   value: {{ .Values.pgbouncer.shutdownDelaySeconds | quote }}
 - name: PGBOUNCER_IDLE_TRANSACTION_TIMEOUT
   value: {{ .Values.pgbouncer.idleTransactionTimeoutSeconds | quote }}
+- name: PGBOUNCER_QUERY_WAIT_TIMEOUT
+  value: {{ .Values.budget.waitTimeoutSeconds | quote }}
+- name: PGBOUNCER_MAX_PREPARED_STATEMENTS
+  value: {{ .Values.pgbouncer.maxPreparedStatements | quote }}
 {{- end }}
 
 {{/* The DNS egress rule shared by the NetworkPolicies (one list item). */}}
