@@ -1,10 +1,173 @@
 #!/usr/bin/env bash
 # PgBouncer entrypoint: render the static config, run PgBouncer, apply sizing changes with
 # RELOAD (never a restart), and shut down safely on SIGTERM. Environment: see README.md.
+#
+#   entrypoint.sh                      run PgBouncer (the image's entrypoint)
+#   entrypoint.sh --check-sizing FILE  only check a sizing include: print why it is not usable
+#                                      and exit 1, or print its limits and exit 0
 set -euo pipefail
 
 log() { echo ">> pgbouncer-entrypoint: $*" >&2; }
 die() { log "error: $*"; exit 2; }
+
+# --- the sizing include: the format src/poolwarden/pgbouncer_ini.py renders -------------------
+#
+#   ; comment lines (; or #) and blank lines anywhere
+#   default_pool_size = 18          the five global keys, each once, "KEY = <integer>"
+#   max_client_conn = 1000          (0 .. 2^63-1); default_pool_size,
+#   max_db_connections = 20         max_db_connections and max_user_connections >= 1 (0 would
+#   max_user_connections = 20       mean unlimited to PgBouncer)
+#   reserve_pool_size = 2
+#   [databases]                     optional, once, after the global keys (the include is the
+#                                   last line of [pgbouncer]; this header switches section)
+#   app = host=pg.default.svc port=5432 dbname=poolwarden pool_size=15
+#
+# An alias line is "NAME = host=H port=P dbname=D pool_size=N" (these four, each once, any
+# order): NAME matches ^[a-z][a-z0-9_-]{0,62}$ (a consumer name) and is not "pgbouncer" (the
+# admin console) nor $PGBOUNCER_DB_NAME (the main ini's own entry), H is [A-Za-z0-9.-]+,
+# P 1 .. 65535, D [A-Za-z0-9_]+, N >= 1, every NAME once. Nothing else: no other key, section
+# or parameter, no quotes or `$`. tests/unit/test_entrypoint_sizing.py checks that this parser
+# and pgbouncer_ini.parse agree.
+global_keys="default_pool_size max_client_conn max_db_connections max_user_connections reserve_pool_size"
+server_keys="default_pool_size max_db_connections max_user_connections reserve_pool_size"
+positive_keys="default_pool_size max_db_connections max_user_connections"
+max_int=9223372036854775807
+alias_pattern='^[a-z][a-z0-9_-]{0,62}$'
+host_pattern='^[A-Za-z0-9.-]+$'
+dbname_pattern='^[A-Za-z0-9_]+$'
+alias_keys="host port dbname pool_size"
+alias_format="host=H port=P dbname=D pool_size=N"
+global_line='^([a-z_]+)[[:space:]]*=[[:space:]]*([^[:space:]]+)$'
+alias_line='^([^[:space:]=]+)[[:space:]]*=[[:space:]]*(.*)$'
+
+integer() {  # integer WHAT TEXT: prints TEXT as a plain number if it is one of 0 .. 2^63-1
+  local digits
+  if [[ $2 =~ ^[0-9]+$ ]]; then
+    [[ $2 =~ ^0*([0-9]*)$ ]]
+    digits=${BASH_REMATCH[1]:-0}
+    if [ "${#digits}" -lt "${#max_int}" ] ||
+       { [ "${#digits}" -eq "${#max_int}" ] && ! [[ $digits > $max_int ]]; }; then
+      echo "$digits"; return 0
+    fi
+  fi
+  echo "$1 must be an integer from 0 to $max_int, got '${2:0:40}'"
+  return 1
+}
+
+parse_sizing() {  # parse_sizing FILE GLOBALS ALIASES: fills the associative arrays named
+  # GLOBALS (key -> value) and ALIASES (name -> pool_size); prints the reason and fails when
+  # FILE is not a usable sizing include
+  local file=$1 raw line number=0 section=pgbouncer key value name item where items
+  local -n globals_=$2 aliases_=$3
+  local -A settings
+  local LC_ALL=C
+  globals_=() aliases_=()
+  [ -f "$file" ] && [ -r "$file" ] || { echo "cannot read $file"; return 1; }
+  while IFS= read -r raw || [ -n "$raw" ]; do
+    number=$((number + 1))
+    where="line $number"
+    line=${raw#"${raw%%[![:space:]]*}"}
+    line=${line%"${line##*[![:space:]]}"}
+    case $line in ''|';'*|'#'*) continue;; esac
+    if [[ $line == '['* ]]; then
+      [ "$line" = "[databases]" ] && [ "$section" = pgbouncer ] ||
+        { echo "$where: only one [databases] section may follow the limits: '${raw:0:80}'"; return 1; }
+      section=databases
+      continue
+    fi
+    if [ "$section" = pgbouncer ]; then
+      if [[ $line =~ $global_line ]] && [[ " $global_keys " == *" ${BASH_REMATCH[1]} "* ]]; then
+        key=${BASH_REMATCH[1]}
+        [ -z "${globals_[$key]+set}" ] || { echo "$where: $key given twice"; return 1; }
+        value=$(integer "$where: $key" "${BASH_REMATCH[2]}") || { echo "$value"; return 1; }
+        globals_[$key]=$value
+        continue
+      fi
+      if [[ $line =~ $alias_line ]] && [[ ${BASH_REMATCH[2]} == *host=* ]]; then
+        echo "$where: the alias '${BASH_REMATCH[1]:0:63}' comes before the [databases] line"
+        return 1
+      fi
+      echo "$where: expected KEY = <integer> with KEY one of $global_keys," \
+        "or [databases]: '${raw:0:80}'"
+      return 1
+    fi
+    [[ $line =~ $alias_line ]] ||
+      { echo "$where: expected NAME = $alias_format: '${raw:0:80}'"; return 1; }
+    name=${BASH_REMATCH[1]} value=${BASH_REMATCH[2]}
+    [[ " $global_keys " != *" $name "* ]] ||
+      { echo "$where: $name belongs before the [databases] line"; return 1; }
+    [[ $name =~ $alias_pattern ]] ||
+      { echo "$where: alias name '${name:0:80}' must match $alias_pattern"; return 1; }
+    if [ "$name" = pgbouncer ] || [ "$name" = "${PGBOUNCER_DB_NAME-}" ]; then
+      echo "$where: alias name '$name' is taken (the admin console or the main database)"
+      return 1
+    fi
+    [ -z "${aliases_[$name]+set}" ] || { echo "$where: alias $name given twice"; return 1; }
+    settings=()
+    read -r -a items <<<"$value"  # split on whitespace, no glob expansion
+    for item in "${items[@]}"; do
+      key=${item%%=*}
+      [[ $item == *=* ]] && [[ " $alias_keys " == *" $key "* ]] || {
+        echo "$where: alias $name: unexpected '${item:0:80}' (allowed: $alias_format)"
+        return 1
+      }
+      [ -z "${settings[$key]+set}" ] || { echo "$where: alias $name: $key given twice"; return 1; }
+      settings[$key]=${item#*=}
+    done
+    for key in $alias_keys; do
+      [ -n "${settings[$key]+set}" ] || { echo "$where: alias $name is missing $key"; return 1; }
+    done
+    [[ ${settings[host]} =~ $host_pattern ]] ||
+      { echo "$where: alias $name: host must match $host_pattern, got '${settings[host]:0:80}'"; return 1; }
+    [[ ${settings[dbname]} =~ $dbname_pattern ]] ||
+      { echo "$where: alias $name: dbname must match $dbname_pattern, got '${settings[dbname]:0:80}'"; return 1; }
+    for key in port pool_size; do
+      value=$(integer "$where: alias $name: $key" "${settings[$key]}") || { echo "$value"; return 1; }
+      settings[$key]=$value
+    done
+    [ "${settings[port]}" -ge 1 ] && [ "${settings[port]}" -le 65535 ] ||
+      { echo "$where: alias $name: port must be 1 .. 65535, got ${settings[port]}"; return 1; }
+    [ "${settings[pool_size]}" -ge 1 ] ||
+      { echo "$where: alias $name: pool_size must be >= 1"; return 1; }
+    aliases_[$name]=${settings[pool_size]}
+  done <"$file"
+  for key in $global_keys; do
+    [ -n "${globals_[$key]+set}" ] || { echo "missing $key"; return 1; }
+  done
+  for key in $positive_keys; do
+    [ "${globals_[$key]}" -ge 1 ] || { echo "$key must be >= 1 (0 would mean unlimited)"; return 1; }
+  done
+}
+
+check_sizing() {  # check_sizing FILE: prints the reason and fails when FILE is not usable
+  local -A checked_globals checked_aliases
+  parse_sizing "$1" checked_globals checked_aliases
+}
+
+summary() {  # summary FILE: the limits of a usable include on one line, for the log
+  local -A summary_globals summary_aliases
+  local key name out=""
+  parse_sizing "$1" summary_globals summary_aliases >/dev/null || { echo "(not usable)"; return 0; }
+  for key in $global_keys; do out+="$key=${summary_globals[$key]} "; done
+  if [ "${#summary_aliases[@]}" -gt 0 ]; then
+    out+="aliases:"
+    for name in $(printf '%s\n' "${!summary_aliases[@]}" | LC_ALL=C sort); do
+      out+=" $name=${summary_aliases[$name]}"
+    done
+  fi
+  echo "${out% }"
+}
+
+if [ "${1:-}" = --check-sizing ]; then
+  [ "$#" -eq 2 ] || { echo "usage: entrypoint.sh --check-sizing FILE" >&2; exit 2; }
+  if reason=$(check_sizing "$2"); then
+    echo "$2: usable: $(summary "$2")"
+    exit 0
+  fi
+  echo "$2: not usable: $reason"
+  exit 1
+fi
+[ "$#" -eq 0 ] || die "unknown arguments: $* (the only option is --check-sizing FILE)"
 
 conf_dir=${PGBOUNCER_CONF_DIR:-/var/lib/pgbouncer}
 sizing_dir=${PGBOUNCER_SIZING_DIR:-/etc/pgbouncer/sizing}
@@ -14,7 +177,6 @@ interval=${PGBOUNCER_WATCH_INTERVAL:-1}
 admin_host=${PGBOUNCER_ADMIN_HOST:-127.0.0.1}
 reconnect_on_lower=${PGBOUNCER_RECONNECT_ON_LOWER:-1}
 psql=${PGBOUNCER_PSQL:-$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | tail -1)}
-sizing_keys="default_pool_size max_client_conn max_db_connections reserve_pool_size"
 
 : "${PGBOUNCER_DB_HOST:?set PGBOUNCER_DB_HOST to the PostgreSQL host}"
 : "${PGBOUNCER_DB_NAME:?set PGBOUNCER_DB_NAME to the database PgBouncer serves}"
@@ -62,7 +224,7 @@ check_input() {
     PGBOUNCER_QUERY_WAIT_TIMEOUT PGBOUNCER_IDLE_TRANSACTION_TIMEOUT PGBOUNCER_SHUTDOWN_DELAY \
     PGBOUNCER_MAX_CLIENT_CONN PGBOUNCER_RESERVE_POOL_SIZE
   matches "a whole number >= 1" '^0*[1-9][0-9]{0,8}$' PGBOUNCER_DEFAULT_POOL_SIZE \
-    PGBOUNCER_MAX_DB_CONNECTIONS
+    PGBOUNCER_MAX_DB_CONNECTIONS PGBOUNCER_MAX_USER_CONNECTIONS
   # Values inside PgBouncer's connection string and [databases] line: one word, no spaces,
   # quotes, '=' or ';', so no value can add a parameter (such as a per-database pool_size).
   matches "a host name or IP address" '^[A-Za-z0-9][A-Za-z0-9._:-]*$' PGBOUNCER_DB_HOST
@@ -73,6 +235,11 @@ check_input() {
   matches "an absolute path" '^/[A-Za-z0-9_./-]*$' PGBOUNCER_CONF_DIR
 }
 check_input
+# The sizing include may open a [databases] section: whatever followed it in the template
+# would land there. It must be the template's last setting.
+[ -r "$template" ] || die "PGBOUNCER_TEMPLATE: cannot read $template"
+[[ $(grep -v -E '^[[:space:]]*([;#].*)?$' "$template" | tail -1) == "%include @CONF_DIR@/sizing.ini" ]] ||
+  die "$template must end with '%include @CONF_DIR@/sizing.ini' (its [databases] part switches section)"
 
 # --- rendering (deterministic: same environment, same bytes) ---------------------------------
 
@@ -116,26 +283,8 @@ builtin_sizing() {  # the last resort: 1 server connection, within every budget 
   echo "default_pool_size = ${PGBOUNCER_DEFAULT_POOL_SIZE:-1}"
   echo "max_client_conn = ${PGBOUNCER_MAX_CLIENT_CONN:-1000}"
   echo "max_db_connections = ${PGBOUNCER_MAX_DB_CONNECTIONS:-1}"
+  echo "max_user_connections = ${PGBOUNCER_MAX_USER_CONNECTIONS:-${PGBOUNCER_MAX_DB_CONNECTIONS:-1}}"
   echo "reserve_pool_size = ${PGBOUNCER_RESERVE_POOL_SIZE:-0}"
-}
-
-sizing_value() {  # sizing_value FILE KEY -> integer (empty if absent)
-  sed -n -E "s/^[[:space:]]*$2[[:space:]]*=[[:space:]]*([0-9]+)[[:space:]]*$/\1/p" "$1" | tail -1
-}
-
-check_sizing() {  # prints the reason and fails when FILE is not a usable sizing include
-  local file=$1 key value bad
-  bad=$(grep -v -E '^[[:space:]]*([;#].*)?$' "$file" |
-        grep -v -E "^[[:space:]]*(${sizing_keys// /|})[[:space:]]*=[[:space:]]*[0-9]+[[:space:]]*$" |
-        head -1) || true
-  [ -z "$bad" ] || { echo "unexpected line: $bad (allowed: $sizing_keys = <integer>)"; return 1; }
-  for key in $sizing_keys; do
-    value=$(sizing_value "$file" "$key")
-    [ -n "$value" ] || { echo "missing $key"; return 1; }
-  done
-  for key in default_pool_size max_db_connections; do
-    [ "$(sizing_value "$file" "$key")" -ge 1 ] || { echo "$key must be >= 1"; return 1; }
-  done
 }
 
 write_if_changed() {  # write_if_changed FILE < content; fails (status 1) when unchanged
@@ -203,13 +352,27 @@ admin() {  # run one admin-console command
     -p "$listen_port" -U "$admin_user" -d pgbouncer -c "$1" >/dev/null
 }
 
-lowered() {  # lowered OLD NEW: true when any server-side limit went down
-  local key old new
-  for key in default_pool_size max_db_connections reserve_pool_size; do
-    old=$(sizing_value "$1" "$key"); new=$(sizing_value "$2" "$key")
-    [ -n "$old" ] && [ -n "$new" ] && [ "$new" -lt "$old" ] && return 0
+lowered() {  # lowered OLD NEW: succeeds when a server-side limit went down and prints what:
+  # "*" and the key for a global limit (every pool is affected), else one line per alias whose
+  # pool_size went down or that was removed, its name first
+  local -A old_globals old_aliases new_globals new_aliases
+  local key name out=()
+  parse_sizing "$1" old_globals old_aliases >/dev/null || return 1
+  parse_sizing "$2" new_globals new_aliases >/dev/null || return 1
+  for key in $server_keys; do
+    if [ "${new_globals[$key]}" -lt "${old_globals[$key]}" ]; then
+      echo "* $key ${old_globals[$key]} -> ${new_globals[$key]}"; return 0
+    fi
   done
-  return 1
+  for name in "${!old_aliases[@]}"; do
+    if [ -z "${new_aliases[$name]+set}" ]; then
+      out+=("$name removed")
+    elif [ "${new_aliases[$name]}" -lt "${old_aliases[$name]}" ]; then
+      out+=("$name pool_size ${old_aliases[$name]} -> ${new_aliases[$name]}")
+    fi
+  done
+  [ "${#out[@]}" -gt 0 ] || return 1
+  printf '%s\n' "${out[@]}" | LC_ALL=C sort
 }
 
 changed() {  # changed MOUNTED SEEN: true (and SEEN updated) when MOUNTED's bytes are new
@@ -235,14 +398,33 @@ apply_sizing() {
   # A redirection, not a pipe: desired_sizing must run in this shell to remember its state.
   desired_sizing >"$conf_dir/sizing.ini.desired"
   write_if_changed "$current" <"$conf_dir/sizing.ini.desired" || return 0
-  log "sizing changed ($source): $(grep -v '^;' "$current" | tr '\n' ' ')"
+  log "sizing changed ($source): $(summary "$current")"
   if admin RELOAD; then log "RELOAD done"; else log "RELOAD via console failed; sending SIGHUP"; kill -HUP "$pid"; fi
   # RELOAD alone leaves server connections above a lowered limit open while clients keep them
   # busy; RECONNECT closes each server connection when it is next released (end of its
   # transaction), so the new limit holds within one transaction's time.
-  if [ "$reconnect_on_lower" = 1 ] && [ -f "$previous" ] && lowered "$previous" "$current"; then
-    admin RECONNECT && log "limit lowered: RECONNECT done (excess server connections close on release)"
+  local what
+  if [ "$reconnect_on_lower" = 1 ] && [ -f "$previous" ] && what=$(lowered "$previous" "$current"); then
+    reconnect "$what"
   fi
+}
+
+reconnect() {  # reconnect "$(lowered OLD NEW)": RECONNECT the pools a lowered limit affects
+  local line name
+  if [[ $1 == '* '* ]]; then  # a global limit: every pool
+    admin RECONNECT && log "limit lowered (${1#\* }): RECONNECT done (excess server connections close on release)"
+    return 0
+  fi
+  while IFS= read -r line; do
+    name=${line%% *}
+    case $line in
+      # RELOAD already dropped a removed alias with its clients and server connections.
+      *" removed") log "alias $name removed: PgBouncer closed its connections on RELOAD";;
+      # Quoted: the console takes a bare name of [a-z0-9_] only (no '-').
+      *) admin "RECONNECT \"$name\"" &&
+           log "alias $line: RECONNECT done (excess server connections close on release)";;
+    esac
+  done <<<"$1"
 }
 
 # --- start ------------------------------------------------------------------------------------
@@ -256,7 +438,7 @@ rm -f "$operator_seen" "$fallback_seen"  # a restarted container starts from wha
 [ -f "$fallback_file" ] && cp -f "$fallback_file" "$fallback_seen"
 desired_sizing >"$conf_dir/sizing.ini.desired"
 write_if_changed "$current" <"$conf_dir/sizing.ini.desired" || true
-log "starting $(pgbouncer --version | head -1) on port $listen_port; sizing ($source): $(grep -v '^;' "$current" | tr '\n' ' ')"
+log "starting $(pgbouncer --version | head -1) on port $listen_port; sizing ($source): $(summary "$current")"
 
 pgbouncer "$conf_dir/pgbouncer.ini" &
 pid=$!
