@@ -22,10 +22,10 @@ Every run counts the app role's backends in pg_stat_activity every 0.1 s: the pe
 exceed the budget.
 
 Writes bench/out/utilization.md, utilization.json and utilization.png; prints the table.
-Bounded: 3 scenarios x 2 planners x (warmup + seconds + start/stop), about 3 minutes.
+Bounded: 3 scenarios x 2 planners x (warmup + seconds + start/stop), about 3-4 minutes.
 
     python bench/utilization.py [--max-connections 44] [--reserved 4] [--bouncers 2]
-        [--pods 6] [--seconds 10] [--wait-timeout 5] [--warmup SECONDS] [--sleep 0.5]
+        [--pods 6] [--seconds 10] [--wait-timeout 10] [--warmup SECONDS] [--sleep 1]
         [--clients N] [--scenarios a,b,c] [--planners old,new]
 """
 
@@ -63,11 +63,15 @@ OLD_REV = "8c90e5f"
 """The last commit of the planner that capped every worker's pool at the steady-state capacity
 (before issue 10): the "old" column."""
 HOST = "127.0.0.1"
-WAIT_TIMEOUT = 5
+WAIT_TIMEOUT = 10
 """Default seconds a request may wait for a connection, in the app's pool
-(POOLWARDEN_POOL_TIMEOUT) and in PgBouncer (query_wait_timeout), like the chart's one value
-budget.waitTimeoutSeconds (default 10 there; shorter here so that the warm-up, as long as the
-timeout, reaches the steady state's error rate quickly)."""
+(POOLWARDEN_POOL_TIMEOUT) and in PgBouncer (query_wait_timeout): the chart's one value
+budget.waitTimeoutSeconds. The warm-up lasts as long, so that the measured error rate is the
+steady state's (no request can time out before it has waited that long)."""
+SLEEP = 1.0
+"""d, seconds each transaction holds its connection. 1 s rather than 0.5 s halves the request
+rate a given concurrency needs, so that on a busy 2-core machine one app process still serves
+the whole budget's concurrency and the figure measures the pools, not the CPU."""
 APP_SURGE = 1
 """The app Deployment's maxSurge in the chart (both planners plan for it)."""
 ROLE_SLACK = 4
@@ -159,17 +163,19 @@ def old_layout(scenario: Scenario, *, max_connections: int, reserved: int,
     """The planner at OLD_REV: a pool per worker capped by the steady-state capacity; every pod
     uses PgBouncer's one database (devstack.APP_DB), sized by the include's global limits."""
     old = load_module_at(OLD_REV, "src/poolwarden/planner.py", f"poolwarden_planner_{OLD_REV}")
-    old_ini = load_module_at(OLD_REV, "src/poolwarden/pgbouncer_ini.py",
-                             f"poolwarden_pgbouncer_ini_{OLD_REV}")
     consumers = [old.Consumer(name=name, replicas=pods, workers=1, weight=weight,
                               surge=APP_SURGE)
                  for name, pods, weight in scenario.consumers]
     result = old.plan(old.Budget(max_connections, reserved),
                       old.PgBouncer(replicas=bouncers, surge=OLD_PGBOUNCER_SURGE), consumers)
     b = result.pgbouncer
-    include = old_ini.render(old_ini.Sizing(
+    # Written in today's include format (the PgBouncer entrypoint checks for it), with the old
+    # limits and no aliases: with one database max_user_connections = max_db_connections
+    # changes nothing.
+    include = pgbouncer_ini.render(pgbouncer_ini.Sizing(
         default_pool_size=b.default_pool_size, max_db_connections=b.max_db_connections,
-        reserve_pool_size=b.reserve_pool_size, max_client_conn=b.max_client_conn),
+        reserve_pool_size=b.reserve_pool_size, max_client_conn=b.max_client_conn,
+        max_user_connections=b.max_db_connections),
         budget=f"bench/{scenario.key}-old", generation=1)
     pods = tuple(Pod(pod_name(c.name, i), c.name, devstack.APP_DB, c.pool_size, c.max_overflow)
                  for c in result.consumers for i in range(c.replicas))
@@ -183,11 +189,9 @@ def new_layout(scenario: Scenario, *, max_connections: int, reserved: int, bounc
     """The working tree's planner: one PgBouncer database alias per consumer (its weighted
     server pool), max_user_connections = the replica's slice, app pools as large as a worker
     can use."""
-    missing = [name for name in ("Database",) if not hasattr(pgbouncer_ini, name)]
-    if missing or not hasattr(new_planner, "ASYNC_WORKER_CAP"):
+    if not hasattr(new_planner, "ASYNC_WORKER_CAP"):
         raise SystemExit("bench: this tree's planner has no per-consumer PgBouncer pools yet "
-                         "(poolwarden.pgbouncer_ini.Database, planner.ASYNC_WORKER_CAP); "
-                         "run with --planners old")
+                         "(planner.ASYNC_WORKER_CAP); run with --planners old")
     consumers = [new_planner.Consumer(name=name, replicas=pods, workers=1, weight=weight,
                                       surge=APP_SURGE)
                  for name, pods, weight in scenario.consumers]
@@ -587,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-timeout", type=int, default=WAIT_TIMEOUT,
                         help="seconds a request may wait for a connection (app pool, PgBouncer)")
     parser.add_argument("--warmup", type=float, default=0.0, help="default: --wait-timeout")
-    parser.add_argument("--sleep", type=float, default=0.5, help="d: seconds per transaction")
+    parser.add_argument("--sleep", type=float, default=SLEEP, help="d: seconds per transaction")
     parser.add_argument("--clients", type=int, default=0, help="default: 2 x budget")
     parser.add_argument("--scenarios", default="a,b,c")
     parser.add_argument("--planners", default="old,new")
