@@ -1,22 +1,32 @@
 """The connection-budget planner: pure arithmetic, no I/O.
 
 Given a database budget, the PgBouncer replicas and the consumers (Deployments running gunicorn
-workers with one SQLAlchemy pool each), compute every limit in the chain:
+workers with one SQLAlchemy pool each), compute every limit in the chain. The queue forms in
+PgBouncer, in front of a small server-side pool per consumer; app pools are as large as a worker
+can use. Two sides:
 
-* per PgBouncer pod: ``max_db_connections = budget // pods`` where ``pods`` counts every pod that
-  may hold server connections (``max(live, replicas + surge) + terminating``: the Deployment
-  controller does not count terminating pods against maxSurge), so that
-  ``pods x max_db_connections <= budget`` holds in every state the operator can see; a terminating
-  pod keeps lowering the others' limits until it is gone (lower before raise);
-  ``reserve_pool_size`` is a tenth of it and ``default_pool_size`` the rest;
-* per consumer worker: a *share* of concurrent transactions (``pool_size + max_overflow``)
-  so that every worker of every pod, surge pods included, fits the server connections the
-  PgBouncer replicas hold in steady state. Shares follow the consumers' weights: the planner
-  raises the share of the consumer whose next step is cheapest in weight terms, one step at a
-  time, and stops at the first step that no longer fits, so shares stay within one connection
-  of exact proportion and more replicas never raise a pod's share;
-* when the capacity cannot give every worker one connection the plan is *overcommitted*:
-  every worker gets 1 and PgBouncer queues the rest.
+* **server side, per PgBouncer pod**: ``max_db_connections = budget // pods`` where ``pods``
+  counts every pod that may hold server connections (``max(live, replicas + surge) +
+  terminating``: the Deployment controller does not count terminating pods against maxSurge),
+  so that ``pods x max_db_connections <= budget`` holds in every state the operator can see; a
+  terminating pod keeps lowering the others' limits until it is gone (lower before raise).
+  ``max_user_connections = max_db_connections`` caps the sum over the consumers' aliases;
+  ``reserve_pool_size`` is a tenth of it and ``default_pool_size`` the rest (the main ini's
+  direct entry). Every consumer with replicas gets a PgBouncer database alias (its name) whose
+  ``pool_size`` (*server_pool*) is its weighted share of ``max_db_connections``
+  (:func:`apportion`: within one connection of exact proportion, at least 1 each, and never
+  raised when ``max_db_connections`` falls); a consumer scaled to zero keeps an alias of 1,
+  outside the split, so that its first pod can connect;
+* **client side, per worker**: a *share* of concurrent transactions (``pool_size +
+  max_overflow``) as large as the worker can use (:attr:`Consumer.cap`: its threads, or for an
+  async worker ``max_pool_per_worker`` or :data:`ASYNC_WORKER_CAP`) and as large as its
+  consumer's server connections over all PgBouncer replicas, divided by the pod's workers: one
+  busy pod can use its consumer's whole server share while the others idle. Every pod, surge
+  pods included, must fit PgBouncer's client slots (``max_client_conn x replicas``); when they
+  do not, the largest shares shrink first, one connection at a time, never below 1;
+* the plan is *overcommitted* when the server side cannot give every consumer with replicas one
+  connection per PgBouncer pod, or the client side cannot fit with every share at 1; the
+  explanation names the side and what to change.
 
 Bad input raises :class:`PlannerError`, whose ``field`` names what to change.
 """
@@ -24,13 +34,25 @@ Bad input raises :class:`PlannerError`, whose ``field`` names what to change.
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import math
+import re
+from collections.abc import Sequence
 from typing import Any
 
-OVERFLOW_POLICIES = ("none", "quarter", "half")
-"""How a worker's share splits into SQLAlchemy ``pool_size`` and ``max_overflow``:
-``none`` keeps it all pooled, ``quarter``/``half`` hand that part of it to ``max_overflow``."""
+from poolwarden import pgbouncer_ini
+
+ASYNC_WORKER_CAP = 64
+"""The share of an async worker (``threads == 0``) unless its consumer sets
+``max_pool_per_worker``: one event loop rarely keeps more transactions busy at once, and the cap
+still lets one busy pod of a few workers use most of its consumer's server share."""
+
+OVERFLOW_FRACTIONS: dict[str, int] = {"none": 0, "quarter": 4, "half": 2}
+"""The overflow policies, the one place they are defined: how a worker's share splits into
+SQLAlchemy ``pool_size`` and ``max_overflow`` (``max_overflow = share // d``; ``none``, d = 0,
+keeps it all pooled). The CRD enum, the chart's schema enum and the CLI help are checked against
+it (tests/unit/test_overflow_policies.py)."""
+
+OVERFLOW_POLICIES = tuple(OVERFLOW_FRACTIONS)
 
 DEFAULT_MAX_CLIENT_CONN = 1000
 
@@ -58,7 +80,7 @@ class Budget:
 
 @dataclasses.dataclass(frozen=True)
 class PgBouncer:
-    """The PgBouncer Deployment: replicas, rollout surge, the wanted ``max_client_conn``, and the
+    """The PgBouncer Deployment: replicas, rollout surge, its ``max_client_conn``, and the
     pods that exist now (``live`` not terminating, ``terminating`` with a deletion timestamp)."""
 
     replicas: int
@@ -78,7 +100,11 @@ class PgBouncer:
 
 @dataclasses.dataclass(frozen=True)
 class Consumer:
-    """One Deployment whose pods run ``workers`` gunicorn workers, each with one pool."""
+    """One Deployment whose pods run ``workers`` gunicorn workers, each with one pool.
+
+    ``threads`` > 0: threaded workers (gunicorn gthread) with that many threads; 0: async
+    workers (uvicorn). ``max_pool_per_worker`` > 0 caps a worker's share (0: no cap of its own).
+    """
 
     name: str
     replicas: int
@@ -86,6 +112,26 @@ class Consumer:
     weight: int = 1
     surge: int = 0
     overflow: str = "none"
+    threads: int = 0
+    max_pool_per_worker: int = 0
+
+    @property
+    def cap(self) -> int:
+        """The most concurrent transactions one worker can use: its threads (more is waste), or
+        for an async worker ``max_pool_per_worker`` when set, else :data:`ASYNC_WORKER_CAP`;
+        never above ``max_pool_per_worker`` when that is set."""
+        if self.threads > 0:
+            wanted = self.threads
+        else:
+            wanted = self.max_pool_per_worker or ASYNC_WORKER_CAP
+        if self.max_pool_per_worker > 0:
+            wanted = min(wanted, self.max_pool_per_worker)
+        return max(1, wanted)
+
+    @property
+    def active(self) -> bool:
+        """A consumer with replicas takes part in the weighted split of the server side."""
+        return self.replicas > 0
 
     @property
     def peak_pods(self) -> int:
@@ -104,8 +150,16 @@ class ConsumerPlan:
     workers: int
     weight: int
     overflow: str
+    threads: int
+    cap: int
+    """The most one worker can use (:attr:`Consumer.cap`); ``share <= cap``."""
+    server_pool: int
+    """The ``pool_size`` of this consumer's database alias in each PgBouncer pod."""
     pool_size: int
     max_overflow: int
+    server_total: int = 0
+    """Server connections this consumer may hold over every PgBouncer replica in steady state:
+    ``server_pool x pgbouncer.replicas``."""
 
     @property
     def share(self) -> int:
@@ -122,6 +176,12 @@ class ConsumerPlan:
         """Connections all pods, surge included, may open."""
         return (self.replicas + self.surge) * self.per_pod
 
+    @property
+    def busy(self) -> int:
+        """Transactions this consumer can run at once when all its pods are saturated: what its
+        server connections and its workers' shares both allow."""
+        return min(self.server_total, self.replicas * self.per_pod)
+
 
 @dataclasses.dataclass(frozen=True)
 class PgBouncerPlan:
@@ -131,6 +191,7 @@ class PgBouncerPlan:
     max_db_connections: int
     reserve_pool_size: int
     max_client_conn: int
+    max_user_connections: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,11 +206,21 @@ class Plan:
     pgbouncer_pods: int
     """PgBouncer pods that may hold server connections (surge and terminating included)."""
     client_total: int
-    """Concurrent transactions all workers, surge pods included, may ask for."""
+    """Client connections all workers, surge pods included, may open to PgBouncer."""
     overcommitted: bool
     pgbouncer: PgBouncerPlan
     consumers: tuple[ConsumerPlan, ...]
     explanation: str
+    client_limit: int
+    """Client connections the PgBouncer replicas accept: ``max_client_conn x max(1, replicas)``."""
+    utilization: float
+    """The fraction of the budget that can be busy at once when every consumer is saturated,
+    rounded to 2 decimals."""
+    server_short: bool = False
+    """Overcommitted on the server side: some PgBouncer pod cannot give every consumer with
+    replicas one server connection."""
+    client_short: bool = False
+    """Overcommitted on the client side: the workers do not fit ``client_limit`` even at 1."""
 
     def consumer(self, name: str) -> ConsumerPlan:
         for item in self.consumers:
@@ -167,8 +238,13 @@ class Plan:
             "server_total": self.server_total,
             "pgbouncer_pods": self.pgbouncer_pods,
             "client_total": self.client_total,
+            "client_limit": self.client_limit,
+            "utilization": self.utilization,
             "overcommitted": self.overcommitted,
+            "server_short": self.server_short,
+            "client_short": self.client_short,
             "pgbouncer": dataclasses.asdict(self.pgbouncer),
+            "max_user_connections": self.pgbouncer.max_user_connections,
             "consumers": [
                 {
                     "name": c.name,
@@ -177,8 +253,13 @@ class Plan:
                     "workers": c.workers,
                     "weight": c.weight,
                     "overflow": c.overflow,
+                    "threads": c.threads,
+                    "cap": c.cap,
+                    "server_pool": c.server_pool,
+                    "server_total": c.server_total,
                     "pool_size": c.pool_size,
                     "max_overflow": c.max_overflow,
+                    "share": c.share,
                     "per_pod": c.per_pod,
                 }
                 for c in self.consumers
@@ -258,6 +339,9 @@ class SafeSizing:
 def safe_pgbouncer(available: int, pgbouncer: PgBouncer) -> SafeSizing:
     """The safest PgBouncer sizing that still serves: ``max(1, available // pods)`` per pod.
 
+    ``max_user_connections`` equals ``max_db_connections``: it caps the sum over every database
+    alias of the one app user (``max_db_connections`` caps each alias on its own).
+
     Never raises: it is what the operator writes when a budget is invalid or infeasible, so that
     old, larger limits are never kept. When even 1 per pod does not fit, every pod gets 1, and
     only PostgreSQL's own connection limit for the role keeps the database inside its budget.
@@ -298,6 +382,7 @@ def safe_pgbouncer(available: int, pgbouncer: PgBouncer) -> SafeSizing:
         max_db_connections=max_db,
         reserve_pool_size=reserve,
         max_client_conn=max(1, pgbouncer.max_client_conn),
+        max_user_connections=max_db,
     )
     return SafeSizing(bouncer, fits, message)
 
@@ -308,116 +393,179 @@ def plan(
     """Size every pool in the chain; raise PlannerError for input that makes no sense."""
     _validate(budget, pgbouncer, consumers)
     available = budget.available
-    bouncer_pods = pgbouncer.pods
-    safe = safe_pgbouncer(available, pgbouncer).pgbouncer
-    max_db = safe.max_db_connections
-    capacity = available if pgbouncer.replicas == 0 else min(available, pgbouncer.replicas * max_db)
+    safe = safe_pgbouncer(available, pgbouncer)
+    bouncer = safe.pgbouncer
+    max_db = bouncer.max_db_connections
+    replicas = pgbouncer.replicas
+    capacity = available if replicas == 0 else min(available, replicas * max_db)
     held = pgbouncer.held[: pgbouncer.terminating]
-    server_total = held_total(bouncer_pods, held, max_db) if bouncer_pods else 0
+    server_total = held_total(pgbouncer.pods, held, max_db) if pgbouncer.pods else 0
 
-    peak_workers = sum(c.peak_workers for c in consumers)
-    overcommitted = peak_workers > capacity
-    shares = [1] * len(consumers) if overcommitted else _weighted_shares(consumers, capacity)
+    # Server side: the active consumers split each pod's connections by weight.
+    active = [c for c in consumers if c.active]
+    split = iter(apportion(max_db, [c.weight for c in active]))
+    pools = [next(split) if c.active else 1 for c in consumers]
+    server_short = not safe.fits or max_db < len(active)
 
-    planned = tuple(_split(c, share) for c, share in zip(consumers, shares, strict=True))
-    client_total = sum(p.peak_total for p in planned)
-    bouncer = dataclasses.replace(
-        safe, max_client_conn=max(pgbouncer.max_client_conn, client_total)
+    # Client side: as much as a worker can use and one pod could get, then fit the client slots.
+    client_limit = pgbouncer.max_client_conn * max(1, replicas)
+    wanted = [
+        max(1, min(c.cap, math.ceil(pool * replicas / c.workers)))
+        for c, pool in zip(consumers, pools, strict=True)
+    ]
+    shares = _fit_clients(consumers, wanted, client_limit)
+    planned = tuple(
+        _split(c, pool, share, replicas)
+        for c, pool, share in zip(consumers, pools, shares, strict=True)
     )
+    client_total = sum(p.peak_total for p in planned)
+    client_short = client_total > client_limit
+    busy = min(sum(p.busy for p in planned), replicas * bouncer.max_user_connections)
     result = Plan(
         max_connections=budget.max_connections,
         reserved=budget.reserved,
         budget=available,
         capacity=capacity,
         server_total=server_total,
-        pgbouncer_pods=bouncer_pods,
+        pgbouncer_pods=pgbouncer.pods,
         client_total=client_total,
-        overcommitted=overcommitted,
+        overcommitted=server_short or client_short,
         pgbouncer=bouncer,
         consumers=planned,
         explanation="",
+        client_limit=client_limit,
+        utilization=round(busy / available, 2),
+        server_short=server_short,
+        client_short=client_short,
     )
-    raised = bouncer.max_client_conn > pgbouncer.max_client_conn
-    return dataclasses.replace(result, explanation=_explain(result, peak_workers, raised))
+    return dataclasses.replace(result, explanation=_explain(result))
+
+
+def apportion(seats: int, weights: Sequence[int]) -> list[int]:
+    """Split ``seats`` by ``weights``: every party gets at least 1, and the sum is ``seats``
+    when there are at least as many seats as parties (else every party gets 1).
+
+    Balinski and Young's quota method, seat by seat from one each: the next seat goes to the
+    party with the largest ``weight / (seats_held + 1)`` among those still below their exact
+    quota at the new total (ties: the earlier party). So each party stays within one seat of
+    ``seats x weight / sum(weights)`` whenever that quota is at least 1, and a smaller total
+    never gives any party more (fewer PgBouncer connections never raise an alias's pool).
+    """
+    given = [1] * len(weights)
+    total = sum(weights)
+    if not weights:
+        return given
+    for house in range(len(weights) + 1, seats + 1):
+        best = -1
+        for i, weight in enumerate(weights):
+            below_quota = given[i] * total < weight * house
+            if below_quota and (
+                best < 0 or weight * (given[best] + 1) > weights[best] * (given[i] + 1)
+            ):
+                best = i
+        given[best] += 1
+    return given
 
 
 def needed_max_connections(result: Plan) -> int:
-    """The smallest ``maxConnections`` that gives every worker of ``result`` one connection."""
+    """The smallest ``maxConnections`` that gives every consumer with replicas one server
+    connection in each PgBouncer pod that may hold connections."""
+    active = sum(1 for c in result.consumers if c.replicas > 0)
+    return result.reserved + max(1, result.pgbouncer_pods) * max(1, active)
+
+
+def needed_max_client_conn(result: Plan) -> int:
+    """The smallest ``max_client_conn`` that fits every worker, surge pods included, at 1."""
     workers = sum((c.replicas + c.surge) * c.workers for c in result.consumers)
+    return max(1, math.ceil(workers / max(1, result.pgbouncer.replicas)))
+
+
+def shortfall(result: Plan) -> str:
+    """What an overcommitted plan lacks, naming the side and what to change ("" when none)."""
     b = result.pgbouncer
-    if b.replicas == 0:
-        return result.reserved + max(1, workers)
-    per_bouncer = max(1, math.ceil(workers / b.replicas))
-    return result.reserved + result.pgbouncer_pods * per_bouncer
+    parts = []
+    if result.server_short:
+        active = sum(1 for c in result.consumers if c.replicas > 0)
+        parts.append(
+            f"Overcommitted on the server side: {active} consumer(s) with replicas need at "
+            f"least 1 server connection each in every PgBouncer pod, but each of the "
+            f"{result.pgbouncer_pods} pod(s) gets max_db_connections {b.max_db_connections}; "
+            f"max_user_connections still caps each pod and PostgreSQL's role limit the budget. "
+            f"Raise maxConnections to at least {needed_max_connections(result)}, or lower the "
+            "PgBouncer replicas or its maxSurge, or scale a consumer to zero."
+        )
+    if result.client_short:
+        workers = sum((c.replicas + c.surge) * c.workers for c in result.consumers)
+        parts.append(
+            f"Overcommitted on the client side: {workers} worker(s) incl. surge pods need at "
+            f"least {workers} client connections, but PgBouncer accepts {result.client_limit} "
+            f"(max_client_conn {b.max_client_conn} x {max(1, b.replicas)} replica(s)); every "
+            f"worker gets 1. Raise maxClientConn to at least {needed_max_client_conn(result)} "
+            "or add PgBouncer replicas, or lower replicas or workersPerPod."
+        )
+    return " ".join(parts)
 
 
-def _explain(result: Plan, peak_workers: int, raised_client_conn: bool) -> str:
+def _explain(result: Plan) -> str:
     b = result.pgbouncer
     counted = ""
     if result.pgbouncer_pods != b.replicas + b.surge:
         counted = (
             f"; {result.pgbouncer_pods} pods may hold server connections, terminating included"
         )
+    pools = ", ".join(
+        f"{c.name} (weight {c.weight}) {c.server_pool}"
+        + ("" if c.replicas else " (no replicas: outside the split)")
+        for c in result.consumers
+    )
+    clients = ", ".join(
+        f"{c.name} {c.replicas}+{c.surge} pods x {c.workers} workers x share {c.share} "
+        f"(pool_size {c.pool_size} + max_overflow {c.max_overflow}, cap {c.cap})"
+        for c in result.consumers
+    )
     parts = [
         f"Budget {result.budget} = max_connections {result.max_connections}"
         f" - reserved {result.reserved}.",
         f"{b.replicas} PgBouncer replica(s) (+{b.surge} surge{counted}) get max_db_connections "
-        f"{b.max_db_connections} each (default_pool_size {b.default_pool_size} + reserve "
-        f"{b.reserve_pool_size}), so at most {result.server_total} server connections"
-        " even mid-rollout;",
+        f"{b.max_db_connections} = max_user_connections each (default_pool_size "
+        f"{b.default_pool_size} + reserve {b.reserve_pool_size}), so at most "
+        f"{result.server_total} server connections even mid-rollout;",
         f"they hold {result.capacity} in steady state.",
+        f"Server side, each PgBouncer pod's pool per consumer by weight: {pools}.",
+        f"Client side: {clients}; client total {result.client_total} "
+        f"{'>' if result.client_short else '<='} limit {result.client_limit} (max_client_conn "
+        f"{b.max_client_conn} x {max(1, b.replicas)}).",
+        f"Utilization {result.utilization:.2f}: the part of the budget busy at once when every "
+        "consumer is saturated; requests beyond it queue in PgBouncer (query_wait_timeout).",
     ]
-    who = ", ".join(
-        f"{c.name} {c.replicas}+{c.surge} pods x {c.workers} workers" for c in result.consumers
-    )
-    parts.append(f"{peak_workers} worker(s) incl. surge pods ({who}) share them.")
-    if result.overcommitted:
-        parts.append(
-            f"Overcommitted: {peak_workers} workers need at least {peak_workers} connections but "
-            f"only {result.capacity} exist, so every worker gets pool_size 1 and PgBouncer queues "
-            f"the rest; raise maxConnections to at least {needed_max_connections(result)}, "
-            f"or lower replicas or workersPerPod."
-        )
-    else:
-        given = ", ".join(
-            f"{c.name} (weight {c.weight}) pool_size {c.pool_size} + max_overflow {c.max_overflow}"
-            f" per worker = {c.per_pod} per pod"
-            for c in result.consumers
-        )
-        parts.append(f"Shares: {given}; {result.client_total} of {result.capacity} used.")
-    if raised_client_conn:
-        parts.append(f"max_client_conn was raised to {b.max_client_conn}, the workers' total.")
+    short = shortfall(result)
+    if short:
+        parts.append(short)
     return " ".join(parts)
 
 
-def _weighted_shares(consumers: list[Consumer] | tuple[Consumer, ...], capacity: int) -> list[int]:
-    """Raise shares in weight order, one connection per worker at a time, while they fit."""
-    shares = [1] * len(consumers)
-    left = capacity - sum(c.peak_workers for c in consumers)
-    lcm = math.lcm(*(c.weight for c in consumers))
-    # The next step of consumer i lifts its share to s+1 at level (s+1)/weight; compare levels
-    # as integers scaled by the weights' lcm. The index breaks ties, so the order of steps never
-    # depends on replicas, which makes the result monotone in them.
-    heap = [((1 + 1) * (lcm // c.weight), i) for i, c in enumerate(consumers) if c.peak_workers > 0]
-    heapq.heapify(heap)
-    while heap:
-        _, i = heap[0]
-        cost = consumers[i].peak_workers
-        if cost > left:
-            break
-        left -= cost
-        shares[i] += 1
-        heapq.heapreplace(heap, ((shares[i] + 1) * (lcm // consumers[i].weight), i))
+def _fit_clients(consumers: Sequence[Consumer], shares: Sequence[int], limit: int) -> list[int]:
+    """Shrink the largest shares first, one connection at a time (ties: the lower weight, then
+    the earlier consumer), never below 1, until every worker of every pod, surge included, fits
+    ``limit``. The order of the steps never depends on replicas, so more pods never raise a
+    share."""
+    shares = list(shares)
+    total = sum(c.peak_workers * s for c, s in zip(consumers, shares, strict=True))
+    while total > limit:
+        movable = [i for i, c in enumerate(consumers) if c.peak_workers > 0 and shares[i] > 1]
+        if not movable:
+            break  # every worker at 1: the client side is overcommitted
+        top = max(shares[i] for i in movable)
+        for i in sorted(movable, key=lambda i: consumers[i].weight):
+            if shares[i] == top and total > limit:
+                shares[i] -= 1
+                total -= consumers[i].peak_workers
     return shares
 
 
-def _split(consumer: Consumer, share: int) -> ConsumerPlan:
-    if consumer.overflow == "half":
-        overflow = share // 2
-    elif consumer.overflow == "quarter":
-        overflow = share // 4
-    else:
-        overflow = 0
+def _split(consumer: Consumer, server_pool: int, share: int, replicas: int) -> ConsumerPlan:
+    divisor = OVERFLOW_FRACTIONS[consumer.overflow]
+    overflow = share // divisor if divisor else 0
     return ConsumerPlan(
         name=consumer.name,
         replicas=consumer.replicas,
@@ -425,8 +573,12 @@ def _split(consumer: Consumer, share: int) -> ConsumerPlan:
         workers=consumer.workers,
         weight=consumer.weight,
         overflow=consumer.overflow,
+        threads=consumer.threads,
+        cap=consumer.cap,
+        server_pool=server_pool,
         pool_size=share - overflow,
         max_overflow=overflow,
+        server_total=server_pool * replicas,
     )
 
 
@@ -462,6 +614,16 @@ def _validate(
     for c in consumers:
         if not isinstance(c.name, str) or not c.name:
             raise PlannerError("consumers.name", "every consumer needs a non-empty name")
+        if not re.fullmatch(pgbouncer_ini.ALIAS_PATTERN, c.name):
+            raise PlannerError(
+                f"consumers[{c.name}].name",
+                f"must match {pgbouncer_ini.ALIAS_PATTERN} (it names the consumer's PgBouncer "
+                f"database alias), got {c.name[:70]!r}",
+            )
+        if c.name in pgbouncer_ini.RESERVED_ALIASES:
+            raise PlannerError(
+                f"consumers[{c.name}].name", "is PgBouncer's admin console; choose another name"
+            )
         if c.name in seen:
             raise PlannerError(f"consumers[{c.name}]", "duplicate consumer name")
         seen.add(c.name)
@@ -469,7 +631,9 @@ def _validate(
         _check_int(f"consumers[{c.name}].surge", c.surge, minimum=0)
         _check_int(f"consumers[{c.name}].workers", c.workers, minimum=1)
         _check_int(f"consumers[{c.name}].weight", c.weight, minimum=1)
-        if c.overflow not in OVERFLOW_POLICIES:
+        _check_int(f"consumers[{c.name}].threads", c.threads, minimum=0)
+        _check_int(f"consumers[{c.name}].max_pool_per_worker", c.max_pool_per_worker, minimum=0)
+        if c.overflow not in OVERFLOW_FRACTIONS:
             raise PlannerError(
                 f"consumers[{c.name}].overflow",
                 f"must be one of {', '.join(OVERFLOW_POLICIES)}, got {c.overflow!r}",

@@ -29,15 +29,19 @@ def test_json_output_has_the_documented_keys(capsys):
     assert data["budget"] == 90
     assert data["overcommitted"] is False
     assert data["server_total"] == 90
-    assert data["client_total"] == 82
+    assert data["client_total"] == 4 * 4 * 17 + 2 * 1 * 22 == 316
+    assert data["client_limit"] == 2000
+    assert data["utilization"] == 1.0
+    assert data["max_user_connections"] == 45
     assert data["pgbouncer"] == {
         "replicas": 2, "surge": 0, "default_pool_size": 41, "max_db_connections": 45,
-        "reserve_pool_size": 4, "max_client_conn": 1000,
+        "reserve_pool_size": 4, "max_client_conn": 1000, "max_user_connections": 45,
     }  # fmt: skip
     web, worker = data["consumers"]
-    keys = ("name", "replicas", "workers", "pool_size", "max_overflow", "per_pod")
-    assert [web[k] for k in keys] == ["web", 4, 4, 5, 0, 20]
-    assert (worker["name"], worker["pool_size"], worker["per_pod"]) == ("worker", 1, 1)
+    keys = ("name", "replicas", "workers", "server_pool", "server_total", "pool_size",
+            "max_overflow", "per_pod", "cap")  # fmt: skip
+    assert [web[k] for k in keys] == ["web", 4, 4, 34, 68, 17, 0, 68, 64]
+    assert [worker[k] for k in keys] == ["worker", 2, 1, 11, 22, 22, 0, 22, 64]
 
 
 def test_table_output_is_readable(capsys):
@@ -51,18 +55,19 @@ def test_table_output_is_readable(capsys):
         "consumer replicas surge workers weight pool_size max_overflow per_pod".split()
     )
     web = next(line for line in lines if line.startswith("web "))
-    assert web.split() == ["web", "4", "0", "4", "3", "5", "0", "20"]
+    assert web.split() == ["web", "4", "0", "4", "3", "17", "0", "68"]
     assert lines[-1].startswith("Budget 90 = max_connections 100 - reserved 10.")
 
 
 def test_overcommitted_table_says_so(capsys):
     code, out, _ = run(
         capsys, "plan", "--max-connections", "20", "--pgbouncer-replicas", "2",
-        "--consumer", "web:replicas=10,workers=4",
+        "--max-client-conn", "10", "--consumer", "web:replicas=10,workers=4",
     )  # fmt: skip
     assert code == 0
     assert "state OVERCOMMITTED" in out
-    assert "raise maxConnections to at least 40" in out
+    assert "Overcommitted on the client side" in out
+    assert "Raise maxClientConn to at least 20" in out
 
 
 def test_surge_and_overflow_are_accepted(capsys):

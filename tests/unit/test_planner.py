@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from fractions import Fraction
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,8 +15,19 @@ from poolwarden import planner
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def make_consumer(name="app", replicas=2, workers=2, weight=1, surge=0, overflow="none"):
-    return planner.Consumer(name, replicas, workers, weight, surge, overflow)
+def make_consumer(
+    name="app",
+    replicas=2,
+    workers=2,
+    weight=1,
+    surge=0,
+    overflow="none",
+    threads=0,
+    max_pool_per_worker=0,
+):
+    return planner.Consumer(
+        name, replicas, workers, weight, surge, overflow, threads, max_pool_per_worker
+    )
 
 
 @st.composite
@@ -36,6 +49,8 @@ def scenarios(draw):
                 r, "RollingUpdate", draw(st.sampled_from([0, 1, "25%", "100%"]))
             ),
             overflow=draw(st.sampled_from(planner.OVERFLOW_POLICIES)),
+            threads=draw(st.sampled_from([0, 0, 1, 4, 32])),
+            max_pool_per_worker=draw(st.sampled_from([0, 0, 1, 10, 200])),
         )
         for i in range(count)
     ]
@@ -47,53 +62,95 @@ def scenarios(draw):
     return planner.Budget(max_connections, reserved), bouncer, consumers
 
 
+def active(result):
+    return [c for c in result.consumers if c.replicas > 0]
+
+
 @FAST
 @given(scenarios())
-def test_server_total_never_exceeds_budget(scenario):
+def test_server_side_of_every_pod_that_may_hold_connections_stays_within_the_budget(scenario):
     budget, bouncer, consumers = scenario
     result = planner.plan(budget, bouncer, consumers)
+    b = result.pgbouncer
     assert result.server_total <= result.budget
-    pods = bouncer.replicas + bouncer.surge
-    assert pods * result.pgbouncer.max_db_connections <= budget.available
-    assert result.pgbouncer.default_pool_size + result.pgbouncer.reserve_pool_size == (
-        result.pgbouncer.max_db_connections
-    )
-
-
-@FAST
-@given(scenarios())
-def test_feasible_plan_fits_every_worker_including_surge(scenario):
-    result = planner.plan(*scenario)
-    peak = sum(
-        (c.replicas + c.surge) * c.workers * (c.pool_size + c.max_overflow)
-        for c in result.consumers
-    )
-    assert peak == result.client_total
-    if not result.overcommitted:
-        assert result.client_total <= result.capacity <= result.budget
+    assert bouncer.pods * b.max_db_connections <= budget.available
+    assert b.max_user_connections == b.max_db_connections  # caps the sum over the aliases
+    assert b.default_pool_size + b.reserve_pool_size == b.max_db_connections
+    assert all(1 <= c.server_pool <= b.max_db_connections for c in result.consumers)
+    pools = [c.server_pool for c in active(result)]
+    if b.max_db_connections >= len(pools):
+        assert sum(pools) == (b.max_db_connections if pools else 0)  # they share each pod
+        assert not result.server_short
     else:
-        assert all(c.pool_size == 1 and c.max_overflow == 0 for c in result.consumers)
-        assert "raise maxConnections to at least" in result.explanation
+        assert pools == [1] * len(pools) and result.server_short and result.overcommitted
+        assert "server side" in result.explanation
+        needed = planner.needed_max_connections(result)
+        assert f"Raise maxConnections to at least {needed}" in result.explanation
+    idle = [c for c in result.consumers if c.replicas == 0]
+    assert all(c.server_pool == 1 for c in idle)  # outside the split: a first pod can connect
+    assert all(c.server_total == c.server_pool * b.replicas for c in result.consumers)
 
 
 @FAST
 @given(scenarios())
-def test_every_worker_gets_at_least_one(scenario):
+def test_server_pools_follow_the_weights_within_one_connection(scenario):
     result = planner.plan(*scenario)
-    assert all(c.pool_size >= 1 and c.max_overflow >= 0 for c in result.consumers)
-    assert all(c.per_pod == c.workers * (c.pool_size + c.max_overflow) for c in result.consumers)
+    max_db = result.pgbouncer.max_db_connections
+    group = active(result)
+    total = sum(c.weight for c in group)
+    if not group or max_db < len(group):
+        return
+    for c in group:
+        quota = Fraction(max_db * c.weight, total)
+        assert c.server_pool < quota + 1, (c, quota)  # never a whole connection above its weight
+        if all(max_db * other.weight >= total for other in group):
+            # Every exact share is at least 1, so the minimum of 1 forces nobody up.
+            assert abs(c.server_pool - quota) < 1, (c, quota)
 
 
 @FAST
 @given(scenarios())
-def test_shares_follow_weights_within_one_connection(scenario):
+def test_client_total_fits_pgbouncer_unless_overcommitted(scenario):
+    budget, bouncer, consumers = scenario
+    result = planner.plan(budget, bouncer, consumers)
+    assert result.client_limit == bouncer.max_client_conn * max(1, bouncer.replicas)
+    assert result.pgbouncer.max_client_conn == bouncer.max_client_conn  # never raised
+    assert result.client_total == sum(c.peak_total for c in result.consumers)
+    assert result.overcommitted == (result.server_short or result.client_short)
+    if not result.client_short:
+        assert result.client_total <= result.client_limit
+    else:
+        assert all(c.share == 1 for c in result.consumers if c.replicas + c.surge > 0)
+        assert "client side" in result.explanation
+        needed = planner.needed_max_client_conn(result)
+        assert f"Raise maxClientConn to at least {needed}" in result.explanation
+        assert not planner.plan(
+            budget, dataclasses.replace(bouncer, max_client_conn=needed), consumers
+        ).client_short
+
+
+@FAST
+@given(scenarios())
+def test_every_worker_gets_at_least_one_and_never_more_than_it_can_use(scenario):
+    budget, bouncer, consumers = scenario
+    result = planner.plan(budget, bouncer, consumers)
+    for c, given_consumer in zip(result.consumers, consumers, strict=True):
+        assert c.pool_size >= 1 and c.max_overflow >= 0
+        assert c.cap == given_consumer.cap
+        assert 1 <= c.share <= max(1, min(c.cap, math.ceil(c.server_total / c.workers)))
+        divisor = planner.OVERFLOW_FRACTIONS[c.overflow]
+        assert c.max_overflow == (c.share // divisor if divisor else 0)
+        assert c.per_pod == c.workers * c.share
+
+
+@FAST
+@given(scenarios())
+def test_utilization_is_what_can_be_busy_at_once(scenario):
     result = planner.plan(*scenario)
-    active = [c for c in result.consumers if c.replicas + c.surge > 0]
-    for a in active:
-        for b in active:
-            if a.share > 1:
-                # a is never a whole step ahead of b in weight terms
-                assert a.share * b.weight <= (b.share + 1) * a.weight, (a, b)
+    busy = sum(min(c.server_total, c.replicas * c.per_pod) for c in result.consumers)
+    busy = min(busy, result.pgbouncer.replicas * result.pgbouncer.max_user_connections)
+    assert result.utilization == round(busy / result.budget, 2)
+    assert 0 <= result.utilization <= 1
 
 
 @FAST
@@ -104,7 +161,7 @@ def test_plan_is_deterministic(scenario):
 
 @FAST
 @given(scenarios(), st.data())
-def test_more_replicas_never_raise_a_pods_share(scenario, data):
+def test_more_consumer_replicas_never_raise_a_workers_share(scenario, data):
     budget, bouncer, consumers = scenario
     index = data.draw(st.integers(0, len(consumers) - 1))
     more = data.draw(st.integers(1, 500))
@@ -112,21 +169,65 @@ def test_more_replicas_never_raise_a_pods_share(scenario, data):
     grown[index] = dataclasses.replace(grown[index], replicas=grown[index].replicas + more)
     before = planner.plan(budget, bouncer, consumers)
     after = planner.plan(budget, bouncer, grown)
-    for old, new in zip(before.consumers, after.consumers, strict=True):
-        if old.replicas + old.surge == 0:
-            continue  # no pod had a share; a consumer without pods is planned at the minimum, 1
-        assert new.share <= old.share
-        assert new.per_pod <= old.per_pod
+    old, new = before.consumers[index], after.consumers[index]
+    if old.replicas > 0:
+        # The server share of one worker: server_total / (replicas x workers).
+        assert new.server_total * old.replicas <= old.server_total * new.replicas
+        for a, b in zip(before.consumers, after.consumers, strict=True):
+            assert b.server_pool == a.server_pool  # the same consumers split the same pods
+            assert b.share <= a.share  # client shares only shrink to fit more pods
 
 
-def test_zero_replicas_is_a_valid_plan():
-    result = planner.plan(
-        planner.Budget(100, 10), planner.PgBouncer(0), [make_consumer(replicas=0)]
+@FAST
+@given(scenarios(), st.data())
+def test_more_pgbouncer_replicas_never_raise_an_alias_pool(scenario, data):
+    budget, bouncer, consumers = scenario
+    room = budget.available - bouncer.pods
+    if room < 1:
+        return
+    grown = dataclasses.replace(
+        bouncer, replicas=bouncer.replicas + data.draw(st.integers(1, room))
     )
+    before = planner.plan(budget, bouncer, consumers)
+    after = planner.plan(budget, grown, consumers)
+    for a, b in zip(before.consumers, after.consumers, strict=True):
+        assert b.server_pool <= a.server_pool
+
+
+# ------------------------------------------------------------------ worked examples
+
+
+def test_chart_defaults_use_the_budget():
+    # maxConnections 100, reserved 10, 2 PgBouncer replicas without surge, 6 app pods x 4
+    # async workers: the old planner gave every worker 1 (24 of 90 at once, utilization 0.27).
+    result = planner.plan(
+        planner.Budget(100, 10), planner.PgBouncer(2), [make_consumer(replicas=6, workers=4)]
+    )
+    app = result.consumer("app")
     assert not result.overcommitted
-    assert result.consumers[0].pool_size == 1
-    assert result.client_total == 0
-    assert result.pgbouncer.max_db_connections == 90
+    assert result.pgbouncer.max_db_connections == result.pgbouncer.max_user_connections == 45
+    assert app.server_pool == 45 and app.server_total == 90
+    assert (app.pool_size, app.max_overflow, app.cap) == (23, 0, planner.ASYNC_WORKER_CAP)
+    assert result.utilization >= 0.9
+    # All load on one pod of six: its 4 workers can hold most of the consumer's server share.
+    assert app.per_pod >= 0.8 * app.server_total
+    assert result.client_total == 6 * 4 * 23 <= result.client_limit == 2000
+
+
+def test_readme_example():
+    result = planner.plan(
+        planner.Budget(200, 20),
+        planner.PgBouncer(2),
+        [
+            make_consumer("web", replicas=6, workers=4, weight=3, surge=2),
+            make_consumer("worker", replicas=3, workers=2, surge=1),
+        ],
+    )
+    web, worker = result.consumers
+    assert (web.server_pool, worker.server_pool) == (68, 22)  # 3:1 of 90 per PgBouncer pod
+    assert (web.share, worker.share) == (34, 22)
+    assert result.utilization == 1.0
+    assert result.client_total == 8 * 4 * 34 + 4 * 2 * 22 <= result.client_limit
 
 
 def test_worked_example_two_consumers_by_weight():
@@ -141,32 +242,87 @@ def test_worked_example_two_consumers_by_weight():
     assert result.pgbouncer.max_db_connections == 45
     assert result.capacity == 90
     web, worker = result.consumers
-    assert (web.pool_size, web.per_pod) == (5, 20)
-    assert worker.pool_size == 1
-    assert result.client_total == 4 * 20 + 2 * 1 <= 90
+    assert (web.server_pool, worker.server_pool) == (34, 11)  # 33.75 and 11.25
+    assert (web.pool_size, web.per_pod) == (17, 68)  # ceil(34 x 2 / 4)
+    assert worker.pool_size == 22  # one worker can use its consumer's whole share
     assert "Budget 90 = max_connections 100 - reserved 10." in result.explanation
+    assert "web (weight 3) 34, worker (weight 1) 11" in result.explanation
 
 
-def test_scaling_a_consumer_up_and_down_moves_its_share():
-    budget, bouncer = planner.Budget(100, 10), planner.PgBouncer(1)
-    shares = [
-        planner.plan(budget, bouncer, [make_consumer(replicas=n)]).consumers[0].pool_size
-        for n in (2, 8, 1)
-    ]
-    assert shares == [22, 5, 45]
-
-
-def test_overcommitted_plan_says_what_to_change():
+def test_a_consumer_scaled_to_zero_keeps_an_alias_of_one_outside_the_split():
     result = planner.plan(
-        planner.Budget(20, 2), planner.PgBouncer(2), [make_consumer(replicas=10, workers=4)]
+        planner.Budget(100, 10),
+        planner.PgBouncer(2),
+        [make_consumer(replicas=6, workers=4), make_consumer("batch", replicas=0)],
     )
-    assert result.overcommitted
-    assert result.client_total == 40 > result.capacity
+    assert result.consumer("app").server_pool == 45
+    assert result.consumer("batch").server_pool == 1
+    assert "batch (weight 1) 1 (no replicas: outside the split)" in result.explanation
+
+
+def test_zero_replicas_is_a_valid_plan():
+    result = planner.plan(
+        planner.Budget(100, 10), planner.PgBouncer(0), [make_consumer(replicas=0)]
+    )
+    assert not result.overcommitted
+    assert result.consumers[0].pool_size == 1
+    assert result.client_total == 0
+    assert result.pgbouncer.max_db_connections == 90
+    assert result.utilization == 0
+
+
+def test_threads_and_max_pool_per_worker_cap_the_share():
+    budget, bouncer = planner.Budget(100, 10), planner.PgBouncer(2)
+    threaded = planner.plan(budget, bouncer, [make_consumer(threads=8)]).consumers[0]
+    assert (threaded.cap, threaded.share) == (8, 8)
+    capped = planner.plan(budget, bouncer, [make_consumer(max_pool_per_worker=10)]).consumers[0]
+    assert (capped.cap, capped.share) == (10, 10)
+    both = make_consumer(threads=32, max_pool_per_worker=10)
+    assert both.cap == 10  # a stated maximum is never exceeded
+    assert make_consumer().cap == planner.ASYNC_WORKER_CAP
+
+
+def test_shares_shrink_largest_first_to_fit_the_client_slots():
+    result = planner.plan(
+        planner.Budget(200),
+        planner.PgBouncer(1, max_client_conn=30),
+        [
+            make_consumer("big", replicas=2, workers=1, weight=3),  # wants 64 (cap)
+            make_consumer("small", replicas=2, workers=1),  # wants 50
+        ],
+    )
+    big, small = result.consumers
+    assert not result.overcommitted
+    assert result.client_total == 30
+    assert (big.share, small.share) == (8, 7)  # levelled from the top, lower weight first
+    assert "client total 30 <= limit 30" in result.explanation
+
+
+def test_server_side_overcommit_says_what_to_change():
+    consumers = [make_consumer(f"c{i}", replicas=1, workers=1) for i in range(10)]
+    result = planner.plan(planner.Budget(20, 2), planner.PgBouncer(2), consumers)
+    assert result.overcommitted and result.server_short and not result.client_short
+    assert result.pgbouncer.max_db_connections == 9
+    assert all(c.server_pool == 1 for c in result.consumers)
     needed = planner.needed_max_connections(result)
-    assert f"raise maxConnections to at least {needed}" in result.explanation
+    assert needed == 22
+    assert f"Raise maxConnections to at least {needed}" in result.explanation
+    assert "server side" in result.explanation and "client side" not in result.explanation
     assert not planner.plan(
-        planner.Budget(needed, 2), planner.PgBouncer(2), [make_consumer(replicas=10, workers=4)]
+        planner.Budget(needed, 2), planner.PgBouncer(2), consumers
     ).overcommitted
+
+
+def test_client_side_overcommit_says_what_to_change():
+    consumers = [make_consumer(replicas=20, workers=2)]
+    result = planner.plan(planner.Budget(100), planner.PgBouncer(2, max_client_conn=10), consumers)
+    assert result.overcommitted and result.client_short and not result.server_short
+    assert result.client_limit == 20 and result.client_total == 40
+    assert result.consumers[0].share == 1
+    assert "Raise maxClientConn to at least 20" in result.explanation
+    assert "server side" not in result.explanation
+    fixed = planner.plan(planner.Budget(100), planner.PgBouncer(2, max_client_conn=20), consumers)
+    assert not fixed.overcommitted
 
 
 @pytest.mark.parametrize(
@@ -181,19 +337,27 @@ def test_overflow_policy_splits_the_share(policy, expected):
     assert (result.consumers[0].pool_size, result.consumers[0].max_overflow) == expected
 
 
-def test_surge_counts_against_the_budget():
-    budget, bouncer = planner.Budget(40), planner.PgBouncer(1)
+def test_surge_costs_client_connections_only():
+    budget, bouncer = planner.Budget(40), planner.PgBouncer(1, max_client_conn=1000)
     steady = planner.plan(budget, bouncer, [make_consumer(replicas=4, workers=1)])
     rolling = planner.plan(budget, bouncer, [make_consumer(replicas=4, workers=1, surge=4)])
-    assert (steady.consumers[0].pool_size, rolling.consumers[0].pool_size) == (10, 5)
+    assert steady.consumers[0].share == rolling.consumers[0].share == 40
+    assert rolling.client_total == 2 * steady.client_total
 
 
-def test_max_client_conn_grows_to_the_clients():
-    result = planner.plan(
-        planner.Budget(500), planner.PgBouncer(1, 0, 10), [make_consumer(replicas=5, workers=2)]
-    )
-    assert result.pgbouncer.max_client_conn == result.client_total == 500
-    assert "max_client_conn was raised to 500" in result.explanation
+@pytest.mark.parametrize(
+    ("seats", "weights", "expected"),
+    [
+        (45, [3, 1], [34, 11]),
+        (90, [3, 1], [68, 22]),
+        (3, [10, 1, 1], [1, 1, 1]),  # the minimum of 1 wins over the weights
+        (2, [1, 1, 1], [1, 1, 1]),  # fewer seats than parties: 1 each (overcommitted)
+        (10, [1, 1, 1], [4, 3, 3]),  # ties: the earlier party
+        (7, [], []),
+    ],
+)
+def test_apportion(seats, weights, expected):
+    assert planner.apportion(seats, weights) == expected
 
 
 @pytest.mark.parametrize(
@@ -256,6 +420,31 @@ def test_resolve_surge_rejects_nonsense(max_surge):
             planner.PgBouncer(1),
             [make_consumer(), make_consumer()],
             "consumers[app]",
+        ),
+        (
+            planner.Budget(10),
+            planner.PgBouncer(1),
+            [make_consumer(threads=-1)],
+            "consumers[app].threads",
+        ),
+        (
+            planner.Budget(10),
+            planner.PgBouncer(1),
+            [make_consumer(max_pool_per_worker=-3)],
+            "consumers[app].max_pool_per_worker",
+        ),
+        (
+            planner.Budget(10),
+            planner.PgBouncer(1),
+            [make_consumer(threads=True)],
+            "consumers[app].threads",
+        ),
+        (planner.Budget(10), planner.PgBouncer(1), [make_consumer("Web")], "consumers[Web].name"),
+        (
+            planner.Budget(10),
+            planner.PgBouncer(1),
+            [make_consumer("pgbouncer")],
+            "consumers[pgbouncer].name",
         ),
     ],
 )
