@@ -228,6 +228,12 @@ class Outcome:
     statuses: dict[str, int]
     pg_peak: int
     pg_samples: list[tuple[float, int]]
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    """Seconds from request to answer of the successful requests inside the window."""
+
+    def latency(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
     def achieved(self, consumer: str | None = None) -> float:
         """Concurrent transactions achieved: completed/s x d (one consumer, or all)."""
@@ -261,6 +267,7 @@ async def drive(targets: Sequence[tuple[str, str]], *, clients: int, warmup: flo
                                                        max_keepalive_connections=n))
             for url, n in per_url.items()}
     samples: list[tuple[float, int]] = []
+    latencies: list[float] = []
     count_sql = ("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 "
                  "AND backend_type = 'client backend'")
     pg = await asyncpg.connect(pg_dsn)
@@ -273,7 +280,7 @@ async def drive(targets: Sequence[tuple[str, str]], *, clients: int, warmup: flo
     async def loop(index: int) -> None:
         consumer, url = targets[index % len(targets)]
         client = http[url]
-        while time.monotonic() < window_end:
+        while (sent := time.monotonic()) < window_end:
             try:
                 response = await client.get("/probe/0", params={"sleep": sleep})
                 status = str(response.status_code)
@@ -284,6 +291,7 @@ async def drive(targets: Sequence[tuple[str, str]], *, clients: int, warmup: flo
                 statuses[status] += 1
                 if status == "200":
                     ok[consumer] += 1
+                    latencies.append(now - sent)
                 else:
                     errors[consumer] += 1
             if status != "200":
@@ -302,7 +310,7 @@ async def drive(targets: Sequence[tuple[str, str]], *, clients: int, warmup: flo
             await client.aclose()
     return Outcome(seconds=seconds, sleep=sleep, ok=dict(ok), errors=dict(errors),
                    statuses=dict(statuses), pg_peak=max((n for _, n in samples), default=0),
-                   pg_samples=samples)
+                   pg_samples=samples, latencies=latencies)
 
 
 # -- the stack --------------------------------------------------------------------------------
@@ -494,6 +502,7 @@ class Row:
             "goal": self.scenario.goal, "met": self.met,
             "ok": o.ok, "errors": o.errors, "statuses": o.statuses,
             "error_fraction": round(o.error_fraction, 4), "pg_peak": o.pg_peak,
+            "latency_p50_s": round(o.latency(0.5), 3), "latency_p99_s": round(o.latency(0.99), 3),
             "explanation": self.layout.explanation,
         }
 
@@ -514,8 +523,8 @@ def markdown(rows: Sequence[Row], args: argparse.Namespace, load: tuple[float, f
         f"{load[0]:.1f} at the start, {load[1]:.1f} at the end, {os.cpu_count()} CPUs.",
         "",
         "| scenario | planner | pool per worker | PgBouncer per replica | achieved | "
-        "achieved / budget | goal | errors | pg peak / budget |",
-        "|---|---|---|---|---:|---:|---|---:|---:|",
+        "achieved / budget | goal | errors | p50 / p99 s | pg peak / budget |",
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|",
     ]
     for row in rows:
         o = row.outcome
@@ -531,7 +540,7 @@ def markdown(rows: Sequence[Row], args: argparse.Namespace, load: tuple[float, f
             f"| ({row.scenario.key}) {row.scenario.title} | {row.layout.planner} | "
             f"{row.pools()} | {row.layout.server} | {achieved} | {result} | "
             f"{goal} {'met' if row.met else 'not met'} | {100 * o.error_fraction:.1f} % | "
-            f"{o.pg_peak} / {row.budget} |")
+            f"{o.latency(0.5):.1f} / {o.latency(0.99):.1f} | {o.pg_peak} / {row.budget} |")
     return "\n".join(lines) + "\n"
 
 
