@@ -230,6 +230,10 @@ class Outcome:
     pg_samples: list[tuple[float, int]]
     latencies: list[float] = dataclasses.field(default_factory=list)
     """Seconds from request to answer of the successful requests inside the window."""
+    pod_cpu: dict[str, float] = dataclasses.field(default_factory=dict)
+    """CPU cores each loaded pod used during the window (gunicorn master + workers)."""
+    load_average: float = 0.0
+    """The machine's 1-minute load average at the end of the window."""
 
     def latency(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -252,10 +256,12 @@ class Outcome:
 
 async def drive(targets: Sequence[tuple[str, str]], *, clients: int, warmup: float,
                 seconds: float, sleep: float, pg_dsn: str, role: str,
-                client_timeout: float = 30.0) -> Outcome:
+                client_timeout: float = 30.0,
+                cpu: Callable[[], dict[str, float]] | None = None) -> Outcome:
     """`clients` loops, client i bound to targets[i % len] = (consumer, base URL), each looping
     GET /probe/0?sleep=d for warmup + seconds; in-flight requests are cancelled at the end.
-    Counts what completes inside the window; samples pg_stat_activity every 0.1 s throughout."""
+    Counts what completes inside the window; samples pg_stat_activity every 0.1 s throughout;
+    `cpu()` (CPU seconds so far per pod) is read at the window's start and end."""
     ok: collections.Counter[str] = collections.Counter()
     errors: collections.Counter[str] = collections.Counter()
     statuses: collections.Counter[str] = collections.Counter()
@@ -271,11 +277,19 @@ async def drive(targets: Sequence[tuple[str, str]], *, clients: int, warmup: flo
     count_sql = ("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 "
                  "AND backend_type = 'client backend'")
     pg = await asyncpg.connect(pg_dsn)
+    cpu_used: dict[str, float] = {}
 
     async def sample() -> None:
+        cpu_start: dict[str, float] | None = None
         while (now := time.monotonic()) < window_end:
+            if cpu is not None and cpu_start is None and now >= window_start:
+                cpu_start = cpu()
             samples.append((now - started, await pg.fetchval(count_sql, role)))
             await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - now)))
+        if cpu is not None and cpu_start is not None:
+            cpu_end = cpu()
+            cpu_used.update({name: (cpu_end.get(name, 0.0) - used) / seconds
+                             for name, used in cpu_start.items()})
 
     async def loop(index: int) -> None:
         consumer, url = targets[index % len(targets)]
@@ -310,7 +324,8 @@ async def drive(targets: Sequence[tuple[str, str]], *, clients: int, warmup: flo
             await client.aclose()
     return Outcome(seconds=seconds, sleep=sleep, ok=dict(ok), errors=dict(errors),
                    statuses=dict(statuses), pg_peak=max((n for _, n in samples), default=0),
-                   pg_samples=samples, latencies=latencies)
+                   pg_samples=samples, latencies=latencies, pod_cpu=cpu_used,
+                   load_average=os.getloadavg()[0])
 
 
 # -- the stack --------------------------------------------------------------------------------
@@ -366,8 +381,11 @@ class Bench:
             targets = self._targets(scenario, layout.pods, urls)
             devstack.log(f"({scenario.key}) {layout.planner} planner: {clients} clients on "
                          f"{len({u for _, u in targets})} pod(s), {warmup:.0f}+{seconds:.0f} s")
+            loaded = {pod: self.stack.pids[f"app-{tag}-{pod}"]
+                      for pod, url in urls.items() if url in {u for _, u in targets}}
             return asyncio.run(drive(targets, clients=clients, warmup=warmup, seconds=seconds,
-                                     sleep=sleep, pg_dsn=self.pg_dsn, role=devstack.APP_USER))
+                                     sleep=sleep, pg_dsn=self.pg_dsn, role=devstack.APP_USER,
+                                     cpu=lambda: cpu_seconds(loaded)))
         finally:
             self._stop(names)
             self._wait_for_no_backends()
@@ -450,6 +468,28 @@ class Bench:
                           "app backends gone after a run", timeout=timeout)
 
 
+def cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each named process and its live children
+    (a gunicorn master and its workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[int, float] = {}
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    totals = {}
+    for name, root in roots.items():
+        totals[name] = sum(t for pid, t in used.items()
+                           if pid == root or parent.get(pid) == root)
+    return totals
+
+
 def parallel(fn: Callable, items: Sequence) -> None:
     """fn(item) for every item at once (threads); the first error is raised."""
     if not items:
@@ -503,6 +543,8 @@ class Row:
             "ok": o.ok, "errors": o.errors, "statuses": o.statuses,
             "error_fraction": round(o.error_fraction, 4), "pg_peak": o.pg_peak,
             "latency_p50_s": round(o.latency(0.5), 3), "latency_p99_s": round(o.latency(0.99), 3),
+            "pod_cpu_cores": {pod: round(v, 2) for pod, v in o.pod_cpu.items()},
+            "load_average": round(o.load_average, 1),
             "explanation": self.layout.explanation,
         }
 
@@ -523,8 +565,9 @@ def markdown(rows: Sequence[Row], args: argparse.Namespace, load: tuple[float, f
         f"{load[0]:.1f} at the start, {load[1]:.1f} at the end, {os.cpu_count()} CPUs.",
         "",
         "| scenario | planner | pool per worker | PgBouncer per replica | achieved | "
-        "achieved / budget | goal | errors | p50 / p99 s | pg peak / budget |",
-        "|---|---|---|---|---:|---:|---|---:|---:|---:|",
+        "achieved / budget | goal | errors | p50 / p99 s | pg peak / budget | "
+        "busiest pod's CPU, load avg |",
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for row in rows:
         o = row.outcome
@@ -540,8 +583,31 @@ def markdown(rows: Sequence[Row], args: argparse.Namespace, load: tuple[float, f
             f"| ({row.scenario.key}) {row.scenario.title} | {row.layout.planner} | "
             f"{row.pools()} | {row.layout.server} | {achieved} | {result} | "
             f"{goal} {'met' if row.met else 'not met'} | {100 * o.error_fraction:.1f} % | "
-            f"{o.latency(0.5):.1f} / {o.latency(0.99):.1f} | {o.pg_peak} / {row.budget} |")
+            f"{o.latency(0.5):.1f} / {o.latency(0.99):.1f} | {o.pg_peak} / {row.budget} | "
+            f"{max(o.pod_cpu.values(), default=0):.2f} cores, {o.load_average:.0f} |")
+    notes = [cpu_note(row) for row in rows if not row.met and row.layout.planner == "new"]
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines) + "\n"
+
+
+def cpu_note(row: Row) -> str:
+    """Why a new-planner run fell short, when the loaded pods' CPU explains it: the CPU per
+    request they used, against what serving the whole budget's rate would take."""
+    o = row.outcome
+    requests = sum(o.ok.values()) + sum(o.errors.values())
+    used = sum(o.pod_cpu.values())
+    if not requests or not used:
+        return f"({row.scenario.key}) new: goal not met; no CPU figures for its pods."
+    per_request = used * o.seconds / requests
+    needed = row.budget / o.sleep * per_request
+    verdict = ("so the CPU, not the pools, limited this run" if used < 0.9 * needed
+               else "so the CPU does not explain the shortfall")
+    return (f"({row.scenario.key}) new: the loaded pod(s) used {used:.2f} CPU cores "
+            f"({1000 * per_request:.1f} ms per request) at load average {o.load_average:.0f}; "
+            f"the budget's {row.budget / o.sleep:.0f} transactions/s would take {needed:.2f} "
+            f"cores: the pods got {used / needed:.0%} of that, {verdict} (pg peak "
+            f"{o.pg_peak} of {row.budget}).")
 
 
 def plot(rows: Sequence[Row], path: Path) -> None:
