@@ -230,8 +230,9 @@ class Outcome:
     pg_samples: list[tuple[float, int]]
     latencies: list[float] = dataclasses.field(default_factory=list)
     """Seconds from request to answer of the successful requests inside the window."""
-    pod_cpu: dict[str, float] = dataclasses.field(default_factory=dict)
-    """CPU cores each loaded pod used during the window (gunicorn master + workers)."""
+    pod_cpu: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    """Per loaded pod (gunicorn master + workers), during the window: (CPU cores used, cores'
+    worth of time it was runnable but waiting for a CPU)."""
     load_average: float = 0.0
     """The machine's 1-minute load average at the end of the window."""
 
@@ -257,11 +258,12 @@ class Outcome:
 async def drive(targets: Sequence[tuple[str, str]], *, clients: int, warmup: float,
                 seconds: float, sleep: float, pg_dsn: str, role: str,
                 client_timeout: float = 30.0,
-                cpu: Callable[[], dict[str, float]] | None = None) -> Outcome:
+                cpu: Callable[[], dict[str, tuple[float, float]]] | None = None) -> Outcome:
     """`clients` loops, client i bound to targets[i % len] = (consumer, base URL), each looping
     GET /probe/0?sleep=d for warmup + seconds; in-flight requests are cancelled at the end.
     Counts what completes inside the window; samples pg_stat_activity every 0.1 s throughout;
-    `cpu()` (CPU seconds so far per pod) is read at the window's start and end."""
+    `cpu()` (per pod: CPU seconds so far, seconds waiting for a CPU) is read at the window's
+    start and end."""
     ok: collections.Counter[str] = collections.Counter()
     errors: collections.Counter[str] = collections.Counter()
     statuses: collections.Counter[str] = collections.Counter()
@@ -277,10 +279,10 @@ async def drive(targets: Sequence[tuple[str, str]], *, clients: int, warmup: flo
     count_sql = ("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 "
                  "AND backend_type = 'client backend'")
     pg = await asyncpg.connect(pg_dsn)
-    cpu_used: dict[str, float] = {}
+    cpu_used: dict[str, tuple[float, float]] = {}
 
     async def sample() -> None:
-        cpu_start: dict[str, float] | None = None
+        cpu_start: dict[str, tuple[float, float]] | None = None
         while (now := time.monotonic()) < window_end:
             if cpu is not None and cpu_start is None and now >= window_start:
                 cpu_start = cpu()
@@ -288,8 +290,9 @@ async def drive(targets: Sequence[tuple[str, str]], *, clients: int, warmup: flo
             await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - now)))
         if cpu is not None and cpu_start is not None:
             cpu_end = cpu()
-            cpu_used.update({name: (cpu_end.get(name, 0.0) - used) / seconds
-                             for name, used in cpu_start.items()})
+            for name, (ran, waited) in cpu_start.items():
+                ran_end, waited_end = cpu_end.get(name, (ran, waited))
+                cpu_used[name] = ((ran_end - ran) / seconds, (waited_end - waited) / seconds)
 
     async def loop(index: int) -> None:
         consumer, url = targets[index % len(targets)]
@@ -468,25 +471,30 @@ class Bench:
                           "app backends gone after a run", timeout=timeout)
 
 
-def cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each named process and its live children
-    (a gunicorn master and its workers), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    used: dict[int, float] = {}
+def cpu_seconds(roots: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """Per named process and its live children (a gunicorn master and its workers), every
+    thread summed, from /proc/PID/task/TID/schedstat: (seconds on a CPU, seconds runnable but
+    waiting for one). The second says whether the machine starved the process of CPU."""
     parent: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(entry.name)] = int(fields[1])
-        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
     totals = {}
     for name, root in roots.items():
-        totals[name] = sum(t for pid, t in used.items()
-                           if pid == root or parent.get(pid) == root)
+        ran = waited = 0
+        for pid in [root, *(pid for pid, ppid in parent.items() if ppid == root)]:
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    on_cpu, on_queue, _ = (task / "schedstat").read_text().split()
+                except (OSError, ValueError):
+                    continue
+                ran += int(on_cpu)
+                waited += int(on_queue)
+        totals[name] = (ran / 1e9, waited / 1e9)
     return totals
 
 
@@ -543,7 +551,8 @@ class Row:
             "ok": o.ok, "errors": o.errors, "statuses": o.statuses,
             "error_fraction": round(o.error_fraction, 4), "pg_peak": o.pg_peak,
             "latency_p50_s": round(o.latency(0.5), 3), "latency_p99_s": round(o.latency(0.99), 3),
-            "pod_cpu_cores": {pod: round(v, 2) for pod, v in o.pod_cpu.items()},
+            "pod_cpu_cores": {pod: round(v[0], 2) for pod, v in o.pod_cpu.items()},
+            "pod_cpu_wait_cores": {pod: round(v[1], 2) for pod, v in o.pod_cpu.items()},
             "load_average": round(o.load_average, 1),
             "explanation": self.layout.explanation,
         }
@@ -566,11 +575,12 @@ def markdown(rows: Sequence[Row], args: argparse.Namespace, load: tuple[float, f
         "",
         "| scenario | planner | pool per worker | PgBouncer per replica | achieved | "
         "achieved / budget | goal | errors | p50 / p99 s | pg peak / budget | "
-        "busiest pod's CPU, load avg |",
+        "busiest pod's CPU: used / waited for, load avg |",
         "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for row in rows:
         o = row.outcome
+        busiest = max(o.pod_cpu.values(), default=(0.0, 0.0))
         achieved = f"{o.achieved():.1f}"
         result = f"{row.utilization:.2f}"
         goal = f">= {row.scenario.goal:.1f}"
@@ -584,7 +594,7 @@ def markdown(rows: Sequence[Row], args: argparse.Namespace, load: tuple[float, f
             f"{row.pools()} | {row.layout.server} | {achieved} | {result} | "
             f"{goal} {'met' if row.met else 'not met'} | {100 * o.error_fraction:.1f} % | "
             f"{o.latency(0.5):.1f} / {o.latency(0.99):.1f} | {o.pg_peak} / {row.budget} | "
-            f"{max(o.pod_cpu.values(), default=0):.2f} cores, {o.load_average:.0f} |")
+            f"{busiest[0]:.2f} / {busiest[1]:.2f} cores, {o.load_average:.0f} |")
     notes = [cpu_note(row) for row in rows if not row.met and row.layout.planner == "new"]
     if notes:
         lines += ["", *notes]
@@ -592,21 +602,18 @@ def markdown(rows: Sequence[Row], args: argparse.Namespace, load: tuple[float, f
 
 
 def cpu_note(row: Row) -> str:
-    """Why a new-planner run fell short, when the loaded pods' CPU explains it: the CPU per
-    request they used, against what serving the whole budget's rate would take."""
+    """Whether the machine starved the loaded pods of CPU in a run that fell short: time a pod
+    was runnable but waiting for a CPU, against the time it ran."""
     o = row.outcome
-    requests = sum(o.ok.values()) + sum(o.errors.values())
-    used = sum(o.pod_cpu.values())
-    if not requests or not used:
+    ran = sum(r for r, _ in o.pod_cpu.values())
+    waited = sum(w for _, w in o.pod_cpu.values())
+    if not ran:
         return f"({row.scenario.key}) new: goal not met; no CPU figures for its pods."
-    per_request = used * o.seconds / requests
-    needed = row.budget / o.sleep * per_request
-    verdict = ("so the CPU, not the pools, limited this run" if used < 0.9 * needed
-               else "so the CPU does not explain the shortfall")
-    return (f"({row.scenario.key}) new: the loaded pod(s) used {used:.2f} CPU cores "
-            f"({1000 * per_request:.1f} ms per request) at load average {o.load_average:.0f}; "
-            f"the budget's {row.budget / o.sleep:.0f} transactions/s would take {needed:.2f} "
-            f"cores: the pods got {used / needed:.0%} of that, {verdict} (pg peak "
+    verdict = ("the machine's CPU, not the pools, limited this run" if waited >= ran
+               else "CPU starvation does not explain the shortfall")
+    return (f"({row.scenario.key}) new: the loaded pod(s) ran {ran:.2f} cores' worth and "
+            f"waited, runnable, for another {waited:.2f} (load average "
+            f"{o.load_average:.0f} on {os.cpu_count()} CPUs): {verdict} (pg peak "
             f"{o.pg_peak} of {row.budget}).")
 
 
