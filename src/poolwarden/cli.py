@@ -3,7 +3,7 @@
 It runs the same planner as the operator, so you can check a budget before you apply it::
 
     poolwarden plan --max-connections 100 --reserved 10 --pgbouncer-replicas 2 \\
-        --consumer web:replicas=4,workers=4,weight=3 --consumer worker:replicas=2,workers=1
+        --consumer web:replicas=4,workers=4,weight=3 --consumer worker:replicas=2,threads=8
 
 Nonsense input exits 2 with a message that names the flag to fix.
 """
@@ -16,10 +16,13 @@ import sys
 
 from poolwarden import planner
 
-CONSUMER_KEYS = ("replicas", "workers", "weight", "surge", "overflow")
+CONSUMER_KEYS = ("replicas", "workers", "weight", "surge", "overflow", "threads", "maxpool")
 CONSUMER_HELP = (
-    "NAME:replicas=N,workers=N[,weight=N][,surge=N|P%][,overflow=none|quarter|half]; "
-    "repeat for each Deployment (surge: the rollout maxSurge, default 0)"
+    "NAME:replicas=N[,workers=N][,weight=N][,surge=N|P%%]"
+    f"[,overflow={'|'.join(planner.OVERFLOW_POLICIES)}][,threads=N][,maxpool=N]; "
+    "repeat for each Deployment (surge: the rollout maxSurge, default 0; threads: gthread "
+    f"threads per worker, 0 = async; maxpool: a worker's most connections, async default "
+    f"{planner.ASYNC_WORKER_CAP})"
 )
 
 
@@ -47,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-client-conn",
         type=int,
         default=planner.DEFAULT_MAX_CLIENT_CONN,
-        help="PgBouncer max_client_conn floor",
+        help="PgBouncer max_client_conn per replica (the client side must fit it x replicas)",
     )
     plan.add_argument(
         "--consumer", action="append", required=True, metavar="SPEC", help=CONSUMER_HELP
@@ -80,7 +83,7 @@ def parse_consumer(text: str) -> planner.Consumer:
     if "replicas" not in values:
         raise UsageError("--consumer", f"{name}: replicas=N is required")
     numbers = {}
-    for key in ("replicas", "workers", "weight"):
+    for key in ("replicas", "workers", "weight", "threads", "maxpool"):
         if key in values:
             try:
                 numbers[key] = int(values[key])
@@ -101,6 +104,8 @@ def parse_consumer(text: str) -> planner.Consumer:
         weight=numbers.get("weight", 1),
         surge=surge,
         overflow=values.get("overflow", "none"),
+        threads=numbers.get("threads", 0),
+        max_pool_per_worker=numbers.get("maxpool", 0),
     )
 
 
@@ -133,33 +138,43 @@ def run_plan(args: argparse.Namespace) -> planner.Plan:
         raise UsageError(_flag_for(exc.field), str(exc)) from None
 
 
+COLUMNS = (
+    ("consumer", "name"),
+    ("replicas", "replicas"),
+    ("surge", "surge"),
+    ("workers", "workers"),
+    ("weight", "weight"),
+    ("server_pool", "server_pool"),
+    ("server_total", "server_total"),
+    ("threads", "threads"),
+    ("cap", "cap"),
+    ("pool_size", "pool_size"),
+    ("max_overflow", "max_overflow"),
+    ("per_pod", "per_pod"),
+)
+"""The consumer table: server side (``server_pool`` in each PgBouncer pod, ``server_total`` over
+the replicas), then client side (a worker's ``cap``, its ``pool_size`` + ``max_overflow``, and
+what one pod opens)."""
+
+
 def render_table(result: planner.Plan) -> str:
     b = result.pgbouncer
-    head = (
-        "consumer",
-        "replicas",
-        "surge",
-        "workers",
-        "weight",
-        "pool_size",
-        "max_overflow",
-        "per_pod",
-    )
-    rows = [
-        (c.name, c.replicas, c.surge, c.workers, c.weight, c.pool_size, c.max_overflow, c.per_pod)
-        for c in result.consumers
-    ]
+    head = tuple(title for title, _ in COLUMNS)
+    rows = [tuple(getattr(c, attr) for _, attr in COLUMNS) for c in result.consumers]
     cells = [tuple(str(v) for v in row) for row in [head, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
+    fits = ">" if result.client_short else "<="
     lines = [
         f"budget {result.budget} (max_connections {result.max_connections}"
         f" - reserved {result.reserved})"
         f"   state {'OVERCOMMITTED' if result.overcommitted else 'ok'}",
-        f"pgbouncer x{b.replicas} (+{b.surge} surge): default_pool_size {b.default_pool_size}, "
-        f"max_db_connections {b.max_db_connections}, reserve_pool_size {b.reserve_pool_size}, "
+        f"pgbouncer x{b.replicas} (+{b.surge} surge): max_db_connections {b.max_db_connections}, "
+        f"max_user_connections {b.max_user_connections}, default_pool_size "
+        f"{b.default_pool_size}, reserve_pool_size {b.reserve_pool_size}, "
         f"max_client_conn {b.max_client_conn}",
-        f"server total {result.server_total} <= budget {result.budget}; "
-        f"client total {result.client_total} (capacity {result.capacity})",
+        f"server total {result.server_total} <= budget {result.budget} "
+        f"({result.pgbouncer_pods} PgBouncer pod(s) may hold server connections; "
+        f"{result.capacity} in steady state)",
         "",
     ]
     for row in cells:
@@ -169,7 +184,14 @@ def render_table(result: planner.Plan) -> str:
                 for i, (v, w) in enumerate(zip(row, widths, strict=True))
             )
         )
-    lines += ["", result.explanation]
+    lines += [
+        "",
+        f"client total {result.client_total} {fits} limit {result.client_limit} "
+        f"(max_client_conn {b.max_client_conn} x {max(1, b.replicas)})",
+        f"utilization {result.utilization:.2f}",
+        "",
+        result.explanation,
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -197,21 +197,23 @@ def test_more_pgbouncer_replicas_never_raise_an_alias_pool(scenario, data):
 # ------------------------------------------------------------------ worked examples
 
 
-def test_chart_defaults_use_the_budget():
+@pytest.mark.parametrize("overflow", ["none", "quarter"])
+@pytest.mark.parametrize("app_surge", [0, 2])  # 2 = the Deployment's default maxSurge 25% of 6
+def test_chart_defaults_use_the_budget(overflow, app_surge):
     # maxConnections 100, reserved 10, 2 PgBouncer replicas without surge, 6 app pods x 4
-    # async workers: the old planner gave every worker 1 (24 of 90 at once, utilization 0.27).
-    result = planner.plan(
-        planner.Budget(100, 10), planner.PgBouncer(2), [make_consumer(replicas=6, workers=4)]
-    )
-    app = result.consumer("app")
+    # async workers. The old planner (PgBouncer surge 1) gave every worker 1: 24 of 90 at once,
+    # utilization 0.27, and one busy pod 4 of 90.
+    app = make_consumer(replicas=6, workers=4, surge=app_surge, overflow=overflow)
+    result = planner.plan(planner.Budget(100, 10), planner.PgBouncer(2), [app])
+    planned = result.consumer("app")
     assert not result.overcommitted
     assert result.pgbouncer.max_db_connections == result.pgbouncer.max_user_connections == 45
-    assert app.server_pool == 45 and app.server_total == 90
-    assert (app.pool_size, app.max_overflow, app.cap) == (23, 0, planner.ASYNC_WORKER_CAP)
+    assert planned.server_pool == 45 and planned.server_total == 90
+    assert (planned.share, planned.cap) == (23, planner.ASYNC_WORKER_CAP)
     assert result.utilization >= 0.9
     # All load on one pod of six: its 4 workers can hold most of the consumer's server share.
-    assert app.per_pod >= 0.8 * app.server_total
-    assert result.client_total == 6 * 4 * 23 <= result.client_limit == 2000
+    assert min(planned.per_pod, planned.server_total) >= 0.8 * planned.server_total
+    assert result.client_total == (6 + app_surge) * 4 * 23 <= result.client_limit == 2000
 
 
 def test_readme_example():
