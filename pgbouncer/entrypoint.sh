@@ -24,8 +24,8 @@ die() { log "error: $*"; exit 2; }
 #
 # An alias line is "NAME = host=H port=P dbname=D pool_size=N" (these four, each once, any
 # order): NAME matches ^[a-z][a-z0-9_-]{0,62}$ (a consumer name) and is not "pgbouncer" (the
-# admin console) nor $PGBOUNCER_DB_NAME (the main ini's own entry), H is [A-Za-z0-9.-]+,
-# P 1 .. 65535, D [A-Za-z0-9_]+, N >= 1, every NAME once. Nothing else: no other key, section
+# admin console), H is [A-Za-z0-9.-]+, P 1 .. 65535, D [A-Za-z0-9_]+, N >= 1, every NAME once
+# (an alias named like $PGBOUNCER_DB_NAME replaces the main ini's entry: the later one wins). Nothing else: no other key, section
 # or parameter, no quotes or `$`. tests/unit/test_entrypoint_sizing.py checks that this parser
 # and pgbouncer_ini.parse agree.
 global_keys="default_pool_size max_client_conn max_db_connections max_user_connections reserve_pool_size"
@@ -98,10 +98,8 @@ parse_sizing() {  # parse_sizing FILE GLOBALS ALIASES: fills the associative arr
       { echo "$where: $name belongs before the [databases] line"; return 1; }
     [[ $name =~ $alias_pattern ]] ||
       { echo "$where: alias name '${name:0:80}' must match $alias_pattern"; return 1; }
-    if [ "$name" = pgbouncer ] || [ "$name" = "${PGBOUNCER_DB_NAME-}" ]; then
-      echo "$where: alias name '$name' is taken (the admin console or the main database)"
-      return 1
-    fi
+    [ "$name" != pgbouncer ] ||
+      { echo "$where: alias name 'pgbouncer' is PgBouncer's admin console"; return 1; }
     [ -z "${aliases_[$name]+set}" ] || { echo "$where: alias $name given twice"; return 1; }
     settings=()
     read -r -a items <<<"$value"  # split on whitespace, no glob expansion

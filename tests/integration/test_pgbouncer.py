@@ -17,11 +17,15 @@ from hammer import Hammer, Sampler
 from poolwarden import pgbouncer_ini
 
 
-def sizing(pool: int, max_db: int, *, generation: int, reserve: int = 0,
-           clients: int = 1000) -> str:
+def sizing(pool: int, max_db: int, *, generation: int, reserve: int = 0, clients: int = 1000,
+           max_user: int | None = None,
+           databases: tuple[pgbouncer_ini.Database, ...] = ()) -> str:
+    """A sizing include as the operator renders it; max_user_connections = max_db unless set."""
     return pgbouncer_ini.render(
         pgbouncer_ini.Sizing(default_pool_size=pool, max_db_connections=max_db,
-                             reserve_pool_size=reserve, max_client_conn=clients),
+                             reserve_pool_size=reserve, max_client_conn=clients,
+                             max_user_connections=max_db if max_user is None else max_user,
+                             databases=databases),
         budget="default/app", generation=generation)
 
 

@@ -18,16 +18,19 @@ import pytest
 import yaml
 from test_pgbouncer import show_config, sizing, wait_until
 
+from poolwarden import pgbouncer_ini
+
 REPO = Path(__file__).resolve().parents[2]
 HELM = Path(os.environ.get("HELM", REPO / ".tools" / "bin" / "helm"))
 
 
 def fallback(pool: int, max_db: int, *, clients: int = 1000) -> str:
-    """A fallback file as the chart renders it (pgbouncer-fallback-configmap.yaml)."""
+    """A fallback file in the layout the chart renders (pgbouncer-fallback-configmap.yaml)."""
     return (
         "; Fallback sizing rendered by the chart: used until the operator's sizing.ini exists.\n"
         f"default_pool_size = {pool}\nmax_client_conn = {clients}\n"
-        f"max_db_connections = {max_db}\nreserve_pool_size = 0\n"
+        f"max_db_connections = {max_db}\nmax_user_connections = {max_db}\n"
+        "reserve_pool_size = 0\n"
     )
 
 
@@ -115,14 +118,21 @@ def test_the_charts_rendered_fallback_configmap_is_what_pgbouncer_runs_with(star
         check=True,
         timeout=120,
     ).stdout
+    text = yaml.safe_load(out)["data"]["sizing.ini"]
+    chart = pgbouncer_ini.parse(text)  # the operator's own format: one parser for both files
     fb = FallbackDir(stack)
-    fb.write(yaml.safe_load(out)["data"]["sizing.ini"])
+    fb.write(text)
     bouncer = start_bouncer(**fb.env)
+    assert "sizing (fallback file)" in bouncer.log_text(), bouncer.log_text()
     config = show_config(bouncer)
-    # (50 - 5) // (3 + 1) = 11 per pod
-    assert (config["default_pool_size"], config["max_db_connections"]) == ("11", "11")
-    assert (config["reserve_pool_size"], config["max_client_conn"]) == ("0", "250")
-    assert "sizing (fallback file)" in bouncer.log_text()
+    assert {key: int(config[key]) for key in pgbouncer_ini.KEYS} == {
+        key: getattr(chart, key) for key in pgbouncer_ini.KEYS}
+    assert chart.max_client_conn == 250
+    assert 1 <= chart.max_user_connections <= (50 - 5) // 3  # a slice of the budget per pod
+    # The app's alias (if the chart renders one) is served with its pool_size.
+    served = {row[0]: row for row in bouncer.admin("SHOW DATABASES")}
+    for db in chart.databases:
+        assert db.name in served, served
 
 
 def test_operator_file_present_at_start_wins_over_the_fallback(start_bouncer, stack):

@@ -163,12 +163,14 @@ class Stack:
         return [str(CHROOT_RUN), str(ROOT), str(self.state), str(PGBOUNCER_DIR), "--", *command]
 
     def psql(self, sql: str, *, port: int | None = None, user: str = "postgres",
-             password: str | None = None, db: str = APP_DB) -> str:
-        """Run SQL with the root's psql (simple protocol: also works on PgBouncer's console)."""
+             password: str | None = None, db: str = APP_DB, headers: bool = False) -> str:
+        """Run SQL with the root's psql (simple protocol: also works on PgBouncer's console);
+        unaligned, comma-separated, with a header line if `headers`."""
         env = dict(os.environ, PGPASSWORD=password or self.superuser_password,
                    PGCONNECT_TIMEOUT="5")
         out = subprocess.run(
-            self.chroot_cmd("psql", "-X", "-At", "-F", ",", "-v", "ON_ERROR_STOP=1",
+            self.chroot_cmd("psql", "-X", "-A", *(("-P", "footer=off") if headers else ("-t",)),
+                            "-F", ",", "-v", "ON_ERROR_STOP=1",
                             "-h", "127.0.0.1", "-p", str(port or self.pg_port), "-U", user,
                             "-d", db, "-c", sql),
             env=env, capture_output=True, text=True, timeout=60,
@@ -389,6 +391,15 @@ class Bouncer:
         text = self.stack.psql(command, port=self.port, user="pgbouncer_admin",
                                password=self.stack.admin_password, db="pgbouncer")
         return [line.split(",") for line in text.splitlines() if line]
+
+    def show(self, what: str) -> list[dict[str, str]]:
+        """`SHOW <what>` on the admin console as one dict per row, keyed by column name
+        (the columns of SHOW POOLS, SERVERS, DATABASES differ between PgBouncer versions)."""
+        text = self.stack.psql(f"SHOW {what}", port=self.port, user="pgbouncer_admin",
+                               password=self.stack.admin_password, db="pgbouncer",
+                               headers=True)
+        header, *rows = [line.split(",") for line in text.splitlines() if line]
+        return [dict(zip(header, row, strict=True)) for row in rows]
 
     def write_sizing(self, text: str) -> None:
         """Replace the sizing include atomically, as the kubelet does for a ConfigMap."""
