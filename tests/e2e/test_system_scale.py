@@ -273,14 +273,14 @@ def test_scale_app_under_user_load(system: System) -> None:
             start = time.time()
             time.sleep(PLATEAU)
             phases.append(("1 pod", 1, start, time.time()))
-            for replicas in (6, 1):
+            for replicas, name in ((6, "6 pods"), (1, "1 pod again")):
                 start = time.time()
                 reaction = scale_converged(system, "app", replicas)
                 reactions[f"app -> {replicas}"] = asdict(reaction)
                 phases.append((f"scaling to {replicas}", None, start, time.time()))
                 start = time.time()
                 time.sleep(PLATEAU)
-                phases.append((f"{replicas} pods", replicas, start, time.time()))
+                phases.append((name, replicas, start, time.time()))
             time.sleep(2.0)  # the last reports and samples of the plateau arrive
         finally:
             whole = load.stop()

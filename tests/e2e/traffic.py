@@ -276,8 +276,11 @@ class UserWindow:
     def summary(self) -> str:
         seconds = len(self.reports)
         rate = self.ok / seconds if seconds else 0.0
+        answered = self.ok + self.failed
+        share = self.failed / answered if answered else 0.0
         return (
-            f"{self.ok} ok in {seconds} s ({rate:.0f}/s), {self.unavailable} x 503, "
+            f"{self.ok} ok in {seconds} s ({rate:.0f}/s), {self.failed} failed ({share:.0%}): "
+            f"{self.unavailable} x 503, "
             f"wrong {json.dumps(self.wrong)}, errors {json.dumps(self.errors)}, "
             f"up to {self.max_busy} users waiting, latency per second p50 <= "
             f"{self.latency('p50'):.2f} s, p99 <= {self.latency('p99'):.2f} s, "
