@@ -1,10 +1,12 @@
 """Is the whole release on the plan the planner gives for its current scale, and since when?
 
 `mismatch(release)` returns None when: the plan and sizing ConfigMaps hold what the planner
-computes (here, independently of the operator) for the Deployments' current replicas; the app
-Deployment has all its replicas ready and every worker of every ready app pod reports that
-plan's generation and sizes on /pool; every ready PgBouncer's SHOW CONFIG shows the sizing.
-Otherwise it returns what is still off, so a timeout says why.
+computes (here, independently of the operator) for the Deployments' current replicas (the
+sizing's global limits and each consumer's alias with its server pool); the app Deployment has
+all its replicas ready and every worker of every ready app pod reports that plan's generation
+and sizes on /pool; every ready PgBouncer's SHOW CONFIG shows the sizing's limits and its SHOW
+DATABASES each consumer's alias with that pool_size. Otherwise it returns what is still off, so
+a timeout says why.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from kube import Release, is_ready, wait_for
 
 from poolwarden import pgbouncer_ini, planfile
 
+# The sizing include's global limits: what the planner decides (max_client_conn: the chart's
+# value, passed through), in the file and in every PgBouncer's SHOW CONFIG.
+LIMITS = pgbouncer_ini.KEYS
+
 
 @dataclass
 class Reaction:
@@ -28,6 +34,7 @@ class Reaction:
     generation: int
     pool_size: int
     max_overflow: int
+    server_pool: int = 0  # the app's alias pool_size in each PgBouncer pod
 
 
 def mismatch(release: Release, workers: int) -> str | None:
@@ -74,9 +81,14 @@ def mismatch(release: Release, workers: int) -> str | None:
             f"overcommitted={expected.overcommitted}"
         )
     bouncer = expected.pgbouncer
-    want = (bouncer.default_pool_size, bouncer.max_db_connections, bouncer.reserve_pool_size)
-    if (sizing.default_pool_size, sizing.max_db_connections, sizing.reserve_pool_size) != want:
-        return f"sizing file {sizing}, planner says (default, max_db, reserve) = {want}"
+    want = {key: getattr(bouncer, key) for key in LIMITS}
+    got = {key: getattr(sizing, key) for key in LIMITS}
+    if got != want:
+        return f"sizing file limits {got}, planner says {want}"
+    want_aliases = {c.name: c.server_pool for c in expected.consumers}
+    got_aliases = {d.name: d.pool_size for d in sizing.databases}
+    if got_aliases != want_aliases:
+        return f"sizing file aliases (pool_size) {got_aliases}, planner says {want_aliases}"
 
     replicas = app["spec"]["replicas"]
     ready_apps = ready("app")
@@ -101,11 +113,17 @@ def mismatch(release: Release, workers: int) -> str | None:
     for pod in ready_bouncers:
         name = pod["metadata"]["name"]
         config = release.pgbouncer_config(name)
-        got = tuple(
-            int(config[k]) for k in ("default_pool_size", "max_db_connections", "reserve_pool_size")
-        )
+        got = {key: int(config[key]) for key in LIMITS}
         if got != want:
-            return f"pgbouncer {name}: SHOW CONFIG (default, max_db, reserve) = {got}, want {want}"
+            return f"pgbouncer {name}: SHOW CONFIG {got}, want {want}"
+        databases = release.pgbouncer_databases(name)
+        got_aliases = {
+            alias: int(databases[alias]["pool_size"])
+            for alias in want_aliases
+            if alias in databases
+        }
+        if got_aliases != want_aliases:
+            return f"pgbouncer {name}: SHOW DATABASES pool_size {got_aliases}, want {want_aliases}"
     return None
 
 
@@ -156,7 +174,9 @@ def wait_converged(
     )
     converged = time.monotonic() - since
     plan = release.plan_file()
-    assert plan is not None
+    sizing = release.sizing_file()
+    assert plan is not None and sizing is not None
+    consumer = release.budget_object()["spec"]["consumers"][0]["name"]
     return Reaction(
         plan_written=written[0] if written else converged,
         in_place=in_place[0] if in_place else converged,
@@ -164,4 +184,5 @@ def wait_converged(
         generation=plan.generation,
         pool_size=plan.pool_size,
         max_overflow=plan.max_overflow,
+        server_pool=next((d.pool_size for d in sizing.databases if d.name == consumer), 0),
     )

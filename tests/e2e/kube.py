@@ -208,6 +208,8 @@ class Release:
                     weight=consumer["weight"],
                     surge=surge(app),
                     overflow=consumer["overflow"],
+                    threads=consumer.get("threadsPerWorker", 0),
+                    max_pool_per_worker=consumer.get("maxPoolPerWorker", 0),
                 )
             ],
         )
@@ -255,10 +257,12 @@ class Release:
         """The role every consumer logs in as through PgBouncer (whose connections count)."""
         return next(e["value"] for e in self.consumer_login() if e["name"] == "PGUSER")
 
-    def pgbouncer_admin(self, pod: str, command: str) -> list[list[str]]:
-        """A command on one PgBouncer's admin console, from inside that pod."""
+    def pgbouncer_admin(self, pod: str, command: str, header: bool = False) -> list[list[str]]:
+        """A command on one PgBouncer's admin console, from inside that pod (with `header`,
+        the first row holds the column names)."""
+        rows = "-A -P footer=off" if header else "-At"
         script = (
-            'PGPASSWORD="$PGBOUNCER_ADMIN_PASSWORD" psql -X -q -At -F "|" -h 127.0.0.1 '
+            f'PGPASSWORD="$PGBOUNCER_ADMIN_PASSWORD" psql -X -q {rows} -F "|" -h 127.0.0.1 '
             '-p "${PGBOUNCER_LISTEN_PORT:-6432}" '
             '-U "${PGBOUNCER_ADMIN_USER:-pgbouncer_admin}" '
             f'-d pgbouncer -c "{command}"'
@@ -268,6 +272,14 @@ class Release:
 
     def pgbouncer_config(self, pod: str) -> dict[str, str]:
         return {row[0]: row[1] for row in self.pgbouncer_admin(pod, "SHOW CONFIG")}
+
+    def pgbouncer_databases(self, pod: str) -> dict[str, dict[str, str]]:
+        """SHOW DATABASES of one PgBouncer: database (alias) name -> {column: value}."""
+        rows = self.pgbouncer_admin(pod, "SHOW DATABASES", header=True)
+        if not rows:
+            return {}
+        columns = rows[0]
+        return {row[0]: dict(zip(columns, row, strict=False)) for row in rows[1:]}
 
     def toolbox(self) -> str:
         """A long-lived pod with the app image (Python) to call app pods from inside."""

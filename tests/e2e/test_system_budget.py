@@ -50,9 +50,11 @@ VALUES: dict[str, Any] = {
     "pgbouncer": {"replicaCount": 2, "shutdownDelaySeconds": DRAIN},
     "networkPolicy": {"pgbouncerExtraIngressFrom": LOAD_INGRESS},
 }
-# The setting scenario (b) changes: PgBouncer's query_wait_timeout (rendered into pgbouncer.ini
-# from the container's env, so the pod template changes and the Deployment rolls out).
-ROLLOUT_SETTING = ("query_wait_timeout", "PGBOUNCER_QUERY_WAIT_TIMEOUT", "45")
+# The setting scenario (b) changes: PgBouncer's server_idle_timeout (rendered into pgbouncer.ini
+# from the container's env, so the pod template changes and the Deployment rolls out). Not
+# query_wait_timeout: the chart sets that from budget.waitTimeoutSeconds, with the app's pool
+# timeout, and rejects it in extraEnv.
+ROLLOUT_SETTING = ("server_idle_timeout", "PGBOUNCER_SERVER_IDLE_TIMEOUT", "45")
 ALLOWED = {"ok", "unavailable"}  # unavailable: 503 with Retry-After (incluster_traffic.py)
 MEASUREMENTS = ROOT / ".state" / "measurements" / "e2e-budget.json"
 

@@ -1,8 +1,9 @@
 """A release's life on a real cluster: workers changed by helm upgrade, overcommitment,
 helm uninstall.
 
-Its own release in its own namespace: a tight budget (max_connections 20, reserved 10, one
-PgBouncer) so that three app pods of two workers overcommit it.
+Its own release in its own namespace: a small budget (max_connections 20, reserved 10, one
+PgBouncer) and few client slots in PgBouncer (budget.maxClientConn 7), so that three app pods of
+two workers overcommit the client side: with their surge pod 8 workers need one connection each.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ pytestmark = pytest.mark.e2e
 
 VALUES = {
     "postgresql": {"maxConnections": 20, "persistence": {"enabled": False}},
-    "budget": {"reserved": 10},
+    # 7 client slots: 1 pod of 1 worker gets 3 (its surge pod too), 1 pod of 2 workers 1 each
+    # (4 of 7 with the surge pod), 3 pods of 2 workers do not fit even at 1 (8 of 7).
+    "budget": {"reserved": 10, "maxClientConn": 7},
     "pgbouncer": {"replicaCount": 1},
     "app": {"replicaCount": 1, "workers": 1},
 }

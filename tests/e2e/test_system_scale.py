@@ -20,7 +20,7 @@ from convergence import Reaction, wait_converged
 from e2e_cluster import ROOT
 from kube import Release, is_ready, wait_for
 from releases import explained, make_release, note  # noqa: F401  (fixture)
-from traffic import Sampler, Traffic, Window
+from traffic import Sampler, Traffic, UserLoad, UserWindow, Window
 
 pytestmark = pytest.mark.e2e
 
@@ -73,12 +73,11 @@ def system(make_release) -> Iterator[System]:  # noqa: F811
         MEASUREMENTS.write_text(json.dumps(system.reactions, indent=2) + "\n")
 
 
-def scale_and_measure(system: System, component: str, replicas: int) -> Reaction:
+def scale_converged(system: System, component: str, replicas: int) -> Reaction:
     """Scale; wait until every ready pod applies the new plan; check nothing restarted."""
     release = system.release
     before_pods = {c: release.restart_counts(c) for c in ("app", "pgbouncer")}
     before_files = (release.plan_file(), release.sizing_file())
-    wall = time.time()
     since = time.monotonic()
     release.scale(component, replicas)
     reaction = wait_converged(release, WORKERS, since, CONVERGE_TIMEOUT, before=before_files)
@@ -89,6 +88,13 @@ def scale_and_measure(system: System, component: str, replicas: int) -> Reaction
                 assert restarts == counts[uid], (
                     f"a {comp} pod restarted while scaling {component} to {replicas}"
                 )
+    return reaction
+
+
+def scale_and_measure(system: System, component: str, replicas: int) -> Reaction:
+    """`scale_converged`, then: no request of the module's traffic failed, within budget."""
+    wall = time.time()
+    reaction = scale_converged(system, component, replicas)
     requests = system.assert_no_failed_requests(wall)
     system.assert_within_budget()
     key = f"{component} -> {replicas}"
@@ -233,3 +239,119 @@ def test_pgbouncer_then_postgresql_pod_deleted_under_load(system: System) -> Non
             f"traffic total {traffic.summary()}; all {len(confirmed)} confirmed "
             f"writes present; pg_stat_activity peak {system.sampler.peak()} of {system.budget}"
         )
+
+
+# Users who each need a transaction holding a server connection for USER_SLEEP seconds, far
+# more of them than the budget: every server connection of the budget could be busy, and
+# the rest of the users wait (in PgBouncer's queue, within its wait timeout) rather than fail.
+USERS = 100
+USER_SLEEP = 1.0
+PLATEAU = 20.0
+# Transactions at once (pg_stat_activity, the consumers' role, state active) at the peak of a
+# plateau, as a fraction of the budget: a pool that leaves the budget idle under this load
+# fails here.
+USEFUL = {6: 0.8, 1: 0.5}
+USER_MEASUREMENTS = ROOT / ".state" / "measurements" / "e2e-user-load.json"
+
+
+def test_scale_app_under_user_load(system: System) -> None:
+    """App 1 -> 6 -> 1 under 100 users of 1-second transactions: no request fails (a 503 is a
+    failure: the queue belongs in PgBouncer within its wait timeout), pg_stat_activity never
+    above the budget, and the pools keep the budget busy at 6 pods and at 1."""
+    release = system.release
+    budget = system.budget
+    with explained(release):
+        # The other tests leave PgBouncer at 3 and the app at 4; alone, this test starts there.
+        if release.get("deployment", release.pgbouncer)["spec"]["replicas"] != 3:
+            scale_converged(system, "pgbouncer", 3)
+        scale_converged(system, "app", 1)
+        load = UserLoad(release, users=USERS, sleep=USER_SLEEP, max_seconds=1200).start()
+        began = time.time()
+        phases: list[tuple[str, int | None, float, float]] = []
+        reactions: dict[str, Any] = {}
+        try:
+            start = time.time()
+            time.sleep(PLATEAU)
+            phases.append(("1 pod", 1, start, time.time()))
+            for replicas, name in ((6, "6 pods"), (1, "1 pod again")):
+                start = time.time()
+                reaction = scale_converged(system, "app", replicas)
+                reactions[f"app -> {replicas}"] = asdict(reaction)
+                phases.append((f"scaling to {replicas}", None, start, time.time()))
+                start = time.time()
+                time.sleep(PLATEAU)
+                phases.append((name, replicas, start, time.time()))
+            time.sleep(2.0)  # the last reports and samples of the plateau arrive
+        finally:
+            whole = load.stop()
+        ended = time.time()
+
+        figures: dict[str, Any] = {
+            "users": USERS,
+            "sleep_seconds": USER_SLEEP,
+            "budget": budget,
+            "phases": {},
+            "reactions": reactions,
+        }
+        short: list[str] = []
+        for name, replicas, start, end in phases:
+            window = load_window(whole.reports, start, end)
+            active = system.sampler.active_between(start, end)
+            peak_active = max(active, default=0)
+            figures["phases"][name] = {
+                "seconds": round(end - start, 1),
+                "ok": window.ok,
+                "unavailable_503": window.unavailable,
+                "wrong": window.wrong,
+                "errors": window.errors,
+                "p50_max": window.latency("p50"),
+                "p99_max": window.latency("p99"),
+                "latency_max": window.latency("max"),
+                "pg_connections_peak": system.sampler.peak(start, end),
+                "pg_active_peak": peak_active,
+                "pg_active_median": statistics.median(active) if active else 0,
+                "pg_active_peak_of_budget": round(peak_active / budget, 2),
+                "samples": len(active),
+            }
+            note(
+                f"user load, {name}: {window.summary()}; transactions at once (pg_stat_activity "
+                f"active) peak {peak_active} of {budget} "
+                f"({peak_active / budget:.2f}), median "
+                f"{figures['phases'][name]['pg_active_median']}; connections peak "
+                f"{system.sampler.peak(start, end)}"
+            )
+            if replicas is not None:
+                short.append(f"{name}: {peak_active}/{budget}")
+        peak = system.sampler.peak(began, ended)
+        figures["whole"] = {
+            "ok": whole.ok,
+            "unavailable_503": whole.unavailable,
+            "wrong": whole.wrong,
+            "errors": whole.errors,
+            "pg_connections_peak": peak,
+        }
+        USER_MEASUREMENTS.parent.mkdir(parents=True, exist_ok=True)
+        USER_MEASUREMENTS.write_text(json.dumps(figures, indent=2) + "\n")
+        note(
+            f"user load 1 -> 6 -> 1, whole run: {whole.summary()}; pg_stat_activity peak "
+            f"{peak} of {budget}; active peaks {', '.join(short)}"
+        )
+
+        assert whole.ok > 0, f"no request answered: {whole.summary()}"
+        assert whole.failed == 0, (
+            f"requests failed under {USERS} users: {whole.summary()}\n{whole.examples()}"
+        )
+        assert peak <= budget, f"pg_stat_activity reached {peak} server connections of {budget}"
+        for name, replicas, _, _ in phases:
+            if replicas is None:
+                continue
+            got = figures["phases"][name]["pg_active_peak"]
+            assert got >= USEFUL[replicas] * budget, (
+                f"{name}: at most {got} transactions at once of a budget of {budget} under "
+                f"{USERS} users (want >= {USEFUL[replicas]:.0%} of it): the pools leave the "
+                f"budget idle; {figures['phases'][name]}"
+            )
+
+
+def load_window(reports: list[dict[str, Any]], start: float, end: float) -> UserWindow:
+    return UserWindow([r for r in reports if start <= r["t"] < end])

@@ -225,13 +225,125 @@ class Load:
         return self.window()
 
 
+@dataclass
+class UserWindow:
+    """The user load's per-second reports in a time window (tests/e2e/incluster_users.py)."""
+
+    reports: list[dict[str, Any]]
+
+    def _sum(self, key: str) -> int:
+        return sum(r[key] for r in self.reports)
+
+    def _merged(self, key: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for report in self.reports:
+            for name, n in report[key].items():
+                out[name] = out.get(name, 0) + n
+        return dict(sorted(out.items(), key=lambda item: -item[1]))
+
+    @property
+    def ok(self) -> int:
+        return self._sum("ok")
+
+    @property
+    def unavailable(self) -> int:
+        return self._sum("unavailable")
+
+    @property
+    def wrong(self) -> dict[str, int]:
+        return self._merged("wrong")
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return self._merged("errors")
+
+    @property
+    def failed(self) -> int:
+        return self.unavailable + sum(self.wrong.values()) + sum(self.errors.values())
+
+    @property
+    def max_busy(self) -> int:
+        return max((r["busy"] for r in self.reports), default=0)
+
+    def latency(self, key: str) -> float:
+        """The worst per-second `key` (p50, p99, max) of the window."""
+        return max((r["latency"][key] for r in self.reports), default=0.0)
+
+    def examples(self, limit: int = 6) -> str:
+        found = [e for r in self.reports for e in r.get("examples", [])]
+        return "\n".join(json.dumps(e) for e in found[:limit])
+
+    def summary(self) -> str:
+        seconds = len(self.reports)
+        rate = self.ok / seconds if seconds else 0.0
+        answered = self.ok + self.failed
+        share = self.failed / answered if answered else 0.0
+        return (
+            f"{self.ok} ok in {seconds} s ({rate:.0f}/s), {self.failed} failed ({share:.0%}): "
+            f"{self.unavailable} x 503, "
+            f"wrong {json.dumps(self.wrong)}, errors {json.dumps(self.errors)}, "
+            f"up to {self.max_busy} users waiting, latency per second p50 <= "
+            f"{self.latency('p50'):.2f} s, p99 <= {self.latency('p99'):.2f} s, "
+            f"max {self.latency('max'):.2f} s"
+        )
+
+
+@dataclass
+class UserLoad:
+    """`users` users of the app, each looping a `GET /probe/<n>?sleep=<sleep>` through the
+    app's Service (tests/e2e/incluster_users.py in a pod), bounded by `max_seconds`."""
+
+    release: Release
+    users: int = 100
+    sleep: float = 1.0
+    max_seconds: int = 600
+    client_timeout: float = 60.0
+    pod: str = field(default_factory=lambda: f"users-{uuid.uuid4().hex[:8]}")
+
+    def start(self) -> UserLoad:
+        url = f"http://{self.release.app}.{self.release.namespace}.svc:80"
+        self.release.cluster.apply(
+            self.release.namespace,
+            python_pod(
+                self.pod,
+                (HERE / "incluster_users.py").read_text(),
+                url,
+                str(self.users),
+                str(self.sleep),
+                str(self.max_seconds),
+                str(self.client_timeout),
+                memory="256Mi",
+            ),
+        )
+        self.release.cluster.wait_pod_phase(self.release.namespace, self.pod, "Running", 180)
+        wait_for(
+            f"{self.users} users waiting on the app and answers coming back",
+            lambda: any(r["busy"] >= 0.95 * self.users and r["ok"] for r in self.reports()),
+            timeout=120,
+            on_timeout=lambda: self.window().summary(),
+        )
+        return self
+
+    def reports(self) -> list[dict[str, Any]]:
+        return pod_json_lines(self.release, self.pod, "busy")
+
+    def window(self, start: float = 0.0, end: float = float("inf")) -> UserWindow:
+        return UserWindow([r for r in self.reports() if start <= r["t"] < end])
+
+    def stop(self) -> UserWindow:
+        stop_pod(self.release, self.pod, "the user load pod", timeout=self.client_timeout + 60)
+        return self.window()
+
+
 class Sampler:
     """pg_stat_activity sampled twice a second by an administrator's fresh login each time.
 
     Every half second a new psql logs in as the PostgreSQL pod's superuser (tests/e2e/kube.py
     ADMIN_PSQL, over TCP inside the pod) and counts the server connections of the consumers'
-    role: `samples` holds (epoch seconds, connections). A login or query that fails is an
-    administrator who could not connect: `errors` holds (epoch seconds, message).
+    role: `samples` holds (epoch seconds, connections), `active` (epoch seconds, those running
+    a statement: transactions at once, which idle connections kept open by PgBouncer are not).
+    A login or query that fails is an administrator who could not connect: `errors` holds
+    (epoch seconds, message).
     """
 
     def __init__(self, release: Release, role: str | None = None) -> None:
@@ -240,6 +352,7 @@ class Sampler:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.role):
             raise ValueError(f"role name {self.role!r}: the sampler quotes plain identifiers only")
         self.samples: list[tuple[float, int]] = []
+        self.active: list[tuple[float, int]] = []
         self.errors: list[tuple[float, str]] = []
         self._stop = threading.Event()
         self._proc: subprocess.Popen[str] | None = None
@@ -248,7 +361,8 @@ class Sampler:
     @property
     def sql(self) -> str:
         return (
-            "SELECT extract(epoch FROM clock_timestamp())::numeric(16,3), count(*) "
+            "SELECT extract(epoch FROM clock_timestamp())::numeric(16,3), count(*), "
+            "count(*) FILTER (WHERE state = 'active') "
             f"FROM pg_stat_activity WHERE usename = '{self.role}' AND pid <> pg_backend_pid()"
         )
 
@@ -258,7 +372,8 @@ class Sampler:
         return self
 
     def _run(self) -> None:
-        # One line per attempt: "S <epoch> <count>" or "E <epoch> <psql's message on one line>".
+        # One line per attempt: "S <epoch> <count> <active>" or
+        # "E <epoch> <psql's message on one line>".
         script = (
             "while :; do "
             f'if out=$({ADMIN_PSQL} -X -q -At -F " " -c "{self.sql}" 2>&1); '
@@ -299,8 +414,9 @@ class Sampler:
         kind, _, rest = line.strip().partition(" ")
         if kind == "S":
             parts = rest.split()
-            if len(parts) == 2:
+            if len(parts) == 3:
                 self.samples.append((float(parts[0]), int(parts[1])))
+                self.active.append((float(parts[0]), int(parts[2])))
         elif kind == "E":
             at, _, message = rest.partition(" ")
             try:
@@ -331,6 +447,9 @@ class Sampler:
 
     def peak(self, start: float = 0.0, end: float = float("inf")) -> int:
         return max(self.between(start, end), default=0)
+
+    def active_between(self, start: float, end: float = float("inf")) -> list[int]:
+        return [n for t, n in self.active if start <= t < end]
 
 
 def now() -> float:
