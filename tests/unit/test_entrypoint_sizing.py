@@ -50,25 +50,7 @@ GLOBALS = (
 )
 ALIAS = "app = host=pg.default.svc port=5432 dbname=poolwarden pool_size=15\n"
 
-names = st.from_regex(pgbouncer_ini.ALIAS_PATTERN, fullmatch=True).filter(
-    lambda name: name != ADMIN_CONSOLE)
-databases = st.builds(
-    pgbouncer_ini.Database,
-    name=names,
-    host=st.from_regex(r"[A-Za-z0-9.-]{1,40}", fullmatch=True),
-    port=st.integers(1, 65535),
-    dbname=st.from_regex(r"[A-Za-z0-9_]{1,30}", fullmatch=True),
-    pool_size=st.integers(1, 10_000),
-)
-sizings = st.builds(
-    pgbouncer_ini.Sizing,
-    default_pool_size=st.integers(1, 10_000),
-    max_db_connections=st.integers(1, 10_000),
-    reserve_pool_size=st.integers(0, 1_000),
-    max_client_conn=st.integers(0, 100_000),
-    max_user_connections=st.integers(1, 10_000),
-    databases=st.lists(databases, max_size=5, unique_by=lambda db: db.name).map(tuple),
-)
+from sizing_strategies import sizings  # noqa: E402
 
 
 @settings(max_examples=40, deadline=None)  # one bash process per example
