@@ -12,12 +12,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from poolwarden import planfile
+from poolwarden import planfile, poolstatus
 
 log = logging.getLogger("app.pool")
 
@@ -103,21 +102,5 @@ class Pools:
 
     def status(self) -> dict[str, object]:
         """What /pool reports for this worker."""
-        slot = self._current
-        pool = slot.engine.pool
-        stats = {"checked_in": 0, "checked_out": 0, "overflow": 0}
-        if hasattr(pool, "checkedout"):
-            stats = {"checked_in": pool.checkedin(), "checked_out": pool.checkedout(),
-                     "overflow": max(pool.overflow(), 0)}
-        return {
-            "pid": os.getpid(),
-            "generation": slot.plan.generation,
-            "pool_size": slot.plan.pool_size,
-            "max_overflow": slot.plan.max_overflow,
-            **stats,
-            "overcommitted": slot.plan.overcommitted,
-            "budget": slot.plan.budget,
-            "consumer": slot.plan.consumer,
-            "swaps": self.swaps,
-            "retired_pools_open": len(self._retired),
-        }
+        return poolstatus.pool_status(self._current.plan, self._current.engine.pool,
+                                      swaps=self.swaps, retired_open=len(self._retired))
