@@ -145,7 +145,7 @@ def test_swap_under_threaded_load_fails_nothing_and_bouncer_clients_follow_the_p
     try:
         seen = swap_under_load(pools, [plan(2, 6, 2), plan(3, 1), plan(4, 3, 1), plan(5, 1)],
                                lambda: bouncer_clients(stack, name))
-        print("limit, SHOW CLIENTS, seconds:", seen)
+        sys.stdout.write(f"limit, SHOW CLIENTS, seconds: {seen}\n")
         for limit, got, _ in seen:
             assert got <= limit, seen
         assert pools.swaps == 4
@@ -163,7 +163,7 @@ def test_shrinking_swap_brings_pg_stat_activity_down_to_the_plan(stack):
     try:
         seen = swap_under_load(pools, [plan(2, 1), plan(3, 4), plan(4, 2)],
                                lambda: backends(stack, name))
-        print("limit, pg_stat_activity, seconds:", seen)
+        sys.stdout.write(f"limit, pg_stat_activity, seconds: {seen}\n")
         for limit, got, _ in seen:
             assert got <= limit, seen
     finally:
@@ -180,7 +180,7 @@ def test_the_measure_catches_a_swap_that_disposes_an_engine_still_in_use(stack):
             naive.apply(plan(2, 1))
             load.wait_for(load.ok + 20)
             got, _ = settle(lambda: bouncer_clients(stack, name), 1, timeout=5)
-        print("naive swap 6 -> 1: SHOW CLIENTS", got)
+        sys.stdout.write(f"naive swap 6 -> 1: SHOW CLIENTS {got}\n")
         assert got > 1, "the defective swap must leave connections open at PgBouncer"
     finally:
         naive.close()
