@@ -42,7 +42,7 @@ unit: venv ## Run the unit tests (no servers).
 
 .PHONY: lint
 lint: venv ## Lint, and check that the core imports nothing it must not.
-	$(VENV)/bin/ruff check src app operator tests bench tools
+	$(VENV)/bin/ruff check src app flask-app operator tests bench tools
 	cd $(PROJECT_DIR) && $(VENV)/bin/lint-imports
 
 -include $(wildcard mk/*.mk)

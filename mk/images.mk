@@ -3,12 +3,13 @@
 # image name = Dockerfile (build context: the repository root). Images whose Dockerfile does
 # not exist yet are skipped with a message.
 PROJECT_IMAGES := poolwarden/app:$(VERSION)=app/Dockerfile \
+                  poolwarden/flask-app:$(VERSION)=flask-app/Dockerfile \
                   poolwarden/pgbouncer:$(VERSION)=pgbouncer/Dockerfile \
                   poolwarden/operator:$(VERSION)=operator/Dockerfile \
                   poolwarden/postgres:17=postgres/Dockerfile
 
 .PHONY: images
-images: base-image ## Build the project's images (app, pgbouncer, operator, postgres).
+images: base-image ## Build the project's images (app, flask-app, pgbouncer, operator, postgres).
 	@set -e; for pair in $(PROJECT_IMAGES); do \
 	  image=$${pair%%=*}; dockerfile=$${pair#*=}; \
 	  if [ ! -f "$(PROJECT_DIR)/$$dockerfile" ]; then echo ">> images: skipping $$image ($$dockerfile not found)"; continue; fi; \

@@ -24,10 +24,10 @@ exception, else 500), never a success the database did not keep. `db.readonly_se
 in a READ ONLY transaction and is always rolled back. Both are closed and their lease ends
 when the request ends, whatever happened.
 
-The pool follows the plan file (`poolwarden.threaded.PlanFollowingEngine`, started lazily in
-each process, so `gunicorn --preload` runs no watch thread in the master; use
-`poolwarden.gunicorn`'s hooks as well). With `errors=True` (the default) a pool timeout or an
-unavailable database answers 503 + Retry-After instead of 500.
+The pool follows the plan file (`poolwarden.threaded.PlanFollowingEngine`; its watch thread
+starts at the first request of each process, so `gunicorn --preload` runs none in the master;
+`poolwarden.gunicorn`'s hooks start it in each worker at once). With `errors=True` (the
+default) a pool timeout or an unavailable database answers 503 + Retry-After, not 500.
 """
 
 from __future__ import annotations
@@ -125,6 +125,8 @@ class PoolWarden:
                 planfile.PoolPlan(pool_size=pool_size, max_overflow=max_overflow),
                 poll=poll, lazy=True)
         app.extensions[EXTENSION] = pools
+        if isinstance(pools, threaded.PlanFollowingEngine):
+            app.before_request(pools.ensure_watching)
         app.after_request(self._after_request)
         app.teardown_request(self._teardown_request)
         if status_path:

@@ -357,17 +357,19 @@ class PlanFollowingEngine(Pools):
     """`Pools` that follows a plan file by itself: what a threaded app holds.
 
     The initial plan is the file's (or `default` when there is none yet). The watch thread
-    starts at once, or with `lazy=True` at the first lease or `status()` of each process
-    (so a gunicorn master that imports the app with `--preload` runs no thread and forks
-    none: each worker starts its own). `close()` stops the watch and disposes every engine.
+    starts at once, or with `lazy=True` at the first `ensure_watching()` of each process: the
+    Flask extension calls it before every request, poolwarden.gunicorn's hooks in every
+    worker, so a gunicorn master that imports the app with `--preload` (and may use the pool
+    there, to create a schema) runs no watch thread and forks none. `close()` stops the
+    watch and disposes every engine.
     """
 
     def __init__(self, engine_factory: Callable[[planfile.PoolPlan], Engine],
                  plan_file: Path | str, default: planfile.PoolPlan, *, poll: bool = False,
                  lazy: bool = False) -> None:
         self.watcher = PlanWatcher(Path(plan_file), default, poll=poll)
-        super().__init__(engine_factory, self.watcher.initial())
         self._want_watch = True
+        super().__init__(engine_factory, self.watcher.initial())
         if not lazy:
             self.start()
 
@@ -376,23 +378,14 @@ class PlanFollowingEngine(Pools):
         self._want_watch = True
         self.watcher.start(self)
 
-    def _ensure_watching(self) -> None:
+    def ensure_watching(self) -> None:
+        """Start the watch in this process unless it runs (cheap: call it per request)."""
         if self._want_watch and not self.watcher.running:
             self.start()
 
-    @contextlib.contextmanager
-    def lease(self) -> Iterator[Slot]:
-        self._ensure_watching()
-        with super().lease() as slot:
-            yield slot
-
-    def status(self) -> dict[str, object]:
-        self._ensure_watching()
-        return super().status()
-
     def after_fork(self) -> None:
         super().after_fork()
-        self._ensure_watching()
+        self.ensure_watching()
 
     def close(self) -> None:
         self._want_watch = False
@@ -414,7 +407,7 @@ def start_watching() -> None:
     (gunicorn `post_worker_init`: the app was loaded in the worker, or in the master)."""
     for pools in list(_LIVE):
         if isinstance(pools, PlanFollowingEngine):
-            pools._ensure_watching()
+            pools.ensure_watching()
     for watcher in list(_WATCHERS):
         watcher.resume()
 

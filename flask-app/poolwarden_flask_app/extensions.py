@@ -1,0 +1,36 @@
+"""The app's poolwarden extension instance (one per process, bound to the app in main)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from flask import current_app
+
+from poolwarden import threaded
+from poolwarden.flask import PoolWarden
+from poolwarden_flask_app import config, db, metrics
+
+pw = PoolWarden()
+
+
+@dataclasses.dataclass
+class Runtime:
+    """What one process holds while it serves: settings, pools, schema state, metrics."""
+
+    settings: config.Settings
+    pools: threaded.Pools
+    schema: db.Schema
+    _metrics: metrics.Metrics | None = None
+    _metrics_pid: int = 0
+
+    @property
+    def metrics(self) -> metrics.Metrics:
+        """This process's metrics, made at first use (never in a --preload master)."""
+        if self._metrics is None or self._metrics_pid != os.getpid():
+            self._metrics, self._metrics_pid = metrics.Metrics(), os.getpid()
+        return self._metrics
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["poolwarden_flask_app"]
