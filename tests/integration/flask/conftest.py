@@ -43,7 +43,8 @@ def start_flask(stack: devstack.Stack, tmp_path: Path) -> Iterator:
         if conf is not None:
             cmd += ["-c", str(conf)]
         else:  # the bare server the naive app runs under: no poolwarden anywhere
-            cmd += ["-k", "gthread", "-w", str(workers), "--threads", str(threads)]
+            cmd += ["-k", "gthread", "-w", str(workers), "--threads", str(threads),
+                    "--no-control-socket"]
             cmd += ["--preload"] if preload else []
         cmd += ["-b", f"127.0.0.1:{port}", "--chdir", str(chdir), wsgi]
         devstack.log(f"flask ({workers} workers x {threads} threads) on http://127.0.0.1:{port}")
