@@ -3,16 +3,16 @@
 
 Threaded workers (gthread): POOLWARDEN_WORKERS processes (default 2) x POOLWARDEN_THREADS
 threads (default 4). `--preload` is on (POOLWARDEN_PRELOAD=false turns it off): the app is
-imported once in the master, and poolwarden's hooks make that safe (no pooled connection
-crosses fork, the plan watch runs in each worker). POOLWARDEN_BIND (default 0.0.0.0:8000),
-PROMETHEUS_MULTIPROC_DIR (created if unset).
+imported once in the master, and poolwarden's hooks make that safe (the master closes the
+connection it made, none crosses fork, the plan watch runs in each worker).
+POOLWARDEN_BIND (default 0.0.0.0:8000), PROMETHEUS_MULTIPROC_DIR (created if unset).
 """
 
 import os
 import shutil
 import tempfile
 
-from poolwarden.gunicorn import post_fork, post_worker_init  # noqa: F401  (the hooks)
+from poolwarden.gunicorn import post_fork, post_worker_init, when_ready  # noqa: F401  (hooks)
 
 bind = os.environ.get("POOLWARDEN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("POOLWARDEN_WORKERS", "2"))

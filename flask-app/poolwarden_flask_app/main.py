@@ -3,9 +3,10 @@
 
 With `--preload` (on in gunicorn.conf.py) this runs in the gunicorn master, before the
 workers are forked: it builds the plan-following pool and, when the database answers,
-creates the schema, so the master holds a pooled connection when it forks (the seed's
-situation). No worker ever uses it: poolwarden's at-fork reset and gunicorn hooks drop the
-inherited pool untouched, and the checkout guard refuses a connection of another process.
+creates the schema, so the master holds a pooled connection (the seed's situation).
+poolwarden.gunicorn's `when_ready` closes it before the first fork; and were one kept, no
+worker would use it: the at-fork reset and `post_fork` drop the inherited pool untouched,
+and the checkout guard refuses a connection made by another process.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ object the import built is copied into each worker, a pooled database connection
 and two processes talking over one socket is the seed's `server closed the connection
 unexpectedly` (or, worse, one process reading the other's results). In your gunicorn.conf.py::
 
-    from poolwarden.gunicorn import post_fork, post_worker_init  # noqa: F401
+    from poolwarden.gunicorn import post_fork, post_worker_init, when_ready  # noqa: F401
 
 * `post_fork` (in the child, right after fork): every plan-following pool of the process
   drops the pools it inherited without touching their connections
@@ -13,6 +13,9 @@ unexpectedly` (or, worse, one process reading the other's results). In your guni
   plan watch, a thread that did not survive the fork, starts again in the child.
 * `post_worker_init` (in the worker, once the app is loaded, with or without `--preload`):
   starts every plan watch the app asked for.
+* `when_ready` (in the master, after a `--preload` import, before the first fork): closes
+  the master's idle pooled connections (it serves no request; a connection it kept would sit
+  outside the budget, and would be what a worker inherits).
 
 Every engine a `poolwarden.threaded.Pools` builds also carries SQLAlchemy's checkout guard
 (`poolwarden.threaded.install_fork_guard`): a pooled connection created in another process
@@ -30,7 +33,8 @@ from sqlalchemy.engine import Engine
 from poolwarden import threaded
 from poolwarden.threaded import install_fork_guard
 
-__all__ = ["dispose_after_fork", "install_fork_guard", "post_fork", "post_worker_init"]
+__all__ = ["dispose_after_fork", "install_fork_guard", "post_fork", "post_worker_init",
+           "when_ready"]
 
 
 def post_fork(server: Any, worker: Any) -> None:
@@ -39,6 +43,11 @@ def post_fork(server: Any, worker: Any) -> None:
     if server is not None:
         server.log.debug("poolwarden: worker %s dropped the pools inherited from the master",
                          getattr(worker, "pid", "?"))
+
+
+def when_ready(server: Any) -> None:
+    """gunicorn hook, in the master: close the pooled connections a --preload import made."""
+    threaded.release_all()
 
 
 def post_worker_init(worker: Any) -> None:

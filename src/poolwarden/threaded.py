@@ -255,6 +255,14 @@ class Pools:
             slot.leases = 0
         self._retired = set()
 
+    def release(self) -> None:
+        """Close the idle connections of this process's engines; the pools stay usable (a
+        gunicorn master, once the app is loaded: its workers have their own)."""
+        with self._lock:
+            slots = [self._current, *self._retired]
+        for slot in slots:
+            slot.engine.pool.dispose()
+
     def close(self) -> None:
         """Dispose every engine (the process is stopping)."""
         with self._lock:
@@ -400,6 +408,14 @@ def after_fork() -> None:
     for pools in list(_LIVE):
         pools.after_fork()
     start_watching()
+
+
+def release_all() -> None:
+    """Close the idle pooled connections of every `Pools` of this process (gunicorn
+    `when_ready`: the master, which imported the app with --preload, serves no request)."""
+    for pools in list(_LIVE):
+        if pools._pid == os.getpid():
+            pools.release()
 
 
 def start_watching() -> None:
