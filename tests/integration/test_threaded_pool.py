@@ -327,3 +327,24 @@ def _no_stray_watch_threads():
     yield
     stray = [t for t in threading.enumerate() if t.name == "poolwarden-planwatch"]
     assert stray == [], stray
+
+
+def test_a_connection_returned_to_a_retired_engine_is_closed_at_postgres(stack):
+    """A connection taken outside any lease (a background job holding `pools.engine`) and
+    returned after its engine was replaced: PostgreSQL sees it closed, not pooled forever."""
+    name = f"threaded-stray-{os.getpid()}"
+    pools = threaded.Pools(factory(stack, name, via_bouncer=False), plan(1, 3))
+    try:
+        with pools.session() as session:
+            session.execute(text("SELECT 1"))
+        stray = pools.engine.connect()
+        stray.execute(text("SELECT 1"))
+        pools.apply(plan(2, 1))
+        assert backends(stack, name) == 1  # the idle one closed; the stray is still in use
+        stray.close()
+        assert settle(lambda: backends(stack, name), 0)[0] == 0
+        with pools.session() as session:
+            session.execute(text("SELECT 1"))
+        assert backends(stack, name) == 1  # the new plan's pool
+    finally:
+        pools.close()
