@@ -20,14 +20,14 @@ WSGI = "poolwarden_flask_app.main:create_app()"
 @pytest.fixture
 def start_flask(stack: devstack.Stack, tmp_path: Path) -> Iterator:
     """Factory: start_flask(workers=2, threads=4, preload=True, via_bouncer=True, plan=None,
-    wsgi=..., chdir=flask-app, conf=flask-app/gunicorn.conf.py, **env)."""
+    wsgi=..., chdir=flask-app, conf=flask-app/gunicorn.conf.py, args=(), **env)."""
     started: list[App] = []
 
     def start(*, workers: int = 2, threads: int = 4, preload: bool = True,
               via_bouncer: bool = True, plan: planfile.PoolPlan | None = None,
               wsgi: str = WSGI, chdir: Path = FLASK_APP,
               conf: Path | None = FLASK_APP / "gunicorn.conf.py",
-              wait_ready: bool = True, **env: str) -> App:
+              wait_ready: bool = True, args: tuple[str, ...] = (), **env: str) -> App:
         port = devstack.free_port()
         name = f"flask-{port}"
         plan_file = tmp_path / name / "plan.json"
@@ -46,7 +46,7 @@ def start_flask(stack: devstack.Stack, tmp_path: Path) -> Iterator:
             cmd += ["-k", "gthread", "-w", str(workers), "--threads", str(threads),
                     "--no-control-socket"]
             cmd += ["--preload"] if preload else []
-        cmd += ["-b", f"127.0.0.1:{port}", "--chdir", str(chdir), wsgi]
+        cmd += [*args, "-b", f"127.0.0.1:{port}", "--chdir", str(chdir), wsgi]
         devstack.log(f"flask ({workers} workers x {threads} threads) on http://127.0.0.1:{port}")
         proc = stack._spawn(name, cmd, env=full_env)
         ready = devstack.app_ready if wait_ready else devstack.port_open
