@@ -1,7 +1,8 @@
 """``python -m poolwarden_operator``: run the operator in the namespace from the environment.
 
 Settings (see ``config``): POOLWARDEN_NAMESPACE, POOLWARDEN_DRIFT_INTERVAL,
-POOLWARDEN_LIVENESS_HOST/PORT (kopf's liveness endpoint, ``/healthz``), POOLWARDEN_LOG_LEVEL.
+POOLWARDEN_LIVENESS_HOST/PORT (kopf's liveness endpoint, ``/healthz``), POOLWARDEN_LOG_LEVEL,
+POOLWARDEN_CONSUMER_NAMESPACES (other namespaces whose Deployments may join a budget by label).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main() -> int:
     assert handlers.BUDGETS  # the import registers the handlers
     kopf.run(
         standalone=True,
-        namespaces=[settings.namespace],
+        namespaces=[settings.namespace, *settings.consumer_namespaces],
         liveness_endpoint=settings.liveness,
         memo=kopf.Memo(settings=settings),  # read once, here; handlers take it from memo
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -21,6 +22,8 @@ class Settings:
     """Seconds between drift checks of each budget (ConfigMaps edited or deleted by hand)."""
     liveness: str = "http://0.0.0.0:8080/healthz"
     log_level: str = "INFO"
+    consumer_namespaces: tuple[str, ...] = ()
+    """Other namespaces whose Deployments may join a budget by label (watched too)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -46,9 +49,18 @@ class Settings:
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"POOLWARDEN_LIVENESS_PORT must be a TCP port, got {port!r}")
         host = env.get("POOLWARDEN_LIVENESS_HOST", "0.0.0.0")
+        extra = env.get("POOLWARDEN_CONSUMER_NAMESPACES", "")
+        others = tuple(dict.fromkeys(n.strip() for n in extra.split(",") if n.strip()))
+        for other in others:
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", other):
+                raise ConfigError(
+                    f"POOLWARDEN_CONSUMER_NAMESPACES must be namespace names separated by commas, "
+                    f"got {other!r}"
+                )
         return cls(
             namespace=namespace,
             drift_interval=drift,
             liveness=f"http://{host}:{port}/healthz",
             log_level=env.get("POOLWARDEN_LOG_LEVEL", "INFO").upper(),
+            consumer_namespaces=tuple(n for n in others if n != namespace),
         )

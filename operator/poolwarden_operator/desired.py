@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from typing import Any
 
 from poolwarden import pgbouncer_ini, planfile, planner
@@ -35,6 +36,19 @@ class File:
     digest: str
     generation: int
     consumer: str | None  # None for PgBouncer's sizing include
+    namespace: str = ""
+    """The ConfigMap's namespace when it is not the budget's (a consumer joined by label)."""
+    owner: dict[str, Any] | None = None
+    """Its owner reference when not the budget (a Deployment of another namespace)."""
+
+    @property
+    def ref(self) -> str:
+        """How ``status.files`` names it: the ConfigMap, ``<namespace>/<name>`` in another one."""
+        return file_ref(self.namespace, self.configmap)
+
+
+def file_ref(namespace: str, configmap: str) -> str:
+    return f"{namespace}/{configmap}" if namespace else configmap
 
 
 def deployment_names(spec: dict[str, Any]) -> list[str]:
@@ -259,6 +273,7 @@ def check_configmaps(name: str, spec: dict[str, Any]) -> None:
     owners: dict[str, str] = {sizing: "spec.pgbouncer.sizingConfigMap"}
     for item in spec.get("consumers") or []:
         cm = names.plan_configmap_name(budget, item.get("name", ""), item.get("planConfigMap"))
+        cm = file_ref(str(item.get("namespace") or ""), cm)
         if cm in owners:
             raise SpecError(
                 "ConfigMapConflict",
@@ -267,6 +282,215 @@ def check_configmaps(name: str, spec: dict[str, Any]) -> None:
                 "spec.consumers[].planConfigMap",
             )
         owners[cm] = f"consumer {item.get('name')!r}"
+
+
+# --- Deployments that join a budget by label ------------------------------------------------
+
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+# annotation -> (consumer field, minimum, maximum, what it is)
+_NUMBERS = {
+    names.WORKERS_ANNOTATION: ("workersPerPod", 1, 64, "gunicorn workers per pod"),
+    names.THREADS_ANNOTATION: ("threadsPerWorker", 0, 1024, "threads per worker, 0 for async"),
+    names.WEIGHT_ANNOTATION: ("weight", 1, 100, "its relative share of the budget"),
+    names.MAX_POOL_ANNOTATION: ("maxPoolPerWorker", 1, 10000, "cap of an async worker's pool"),
+}
+
+
+def joined_budget(deployment: dict[str, Any]) -> tuple[str, str] | None:
+    """(namespace, name) of the budget a Deployment joins by label, or None."""
+    meta = deployment.get("metadata") or {}
+    budget = (meta.get("labels") or {}).get(names.BUDGET_LABEL)
+    if not budget:
+        return None
+    namespace = (meta.get("annotations") or {}).get(names.BUDGET_NAMESPACE_ANNOTATION)
+    return (namespace or str(meta.get("namespace") or ""), str(budget))
+
+
+def join_fields(deployment: dict[str, Any]) -> tuple[Any, ...]:
+    """The label and annotations a joined Deployment's plan depends on."""
+    meta = deployment.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return (
+        (meta.get("labels") or {}).get(names.BUDGET_LABEL),
+        tuple(annotations.get(key) for key in names.JOIN_ANNOTATIONS),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Discovery:
+    """What the labelled Deployments add to a budget: consumers, and the ones refused."""
+
+    consumers: tuple[dict[str, Any], ...] = ()
+    """Consumer items like spec.consumers[] (``deployment`` is ``<namespace>/<name>`` for
+    another namespace, which also gives ``namespace`` and ``owner``)."""
+    deployments: tuple[tuple[str, dict[str, Any]], ...] = ()
+    """(key in ``consumers[].deployment``, the Deployment) of each consumer."""
+    problems: tuple[str, ...] = ()
+    """One sentence per refused Deployment: the annotation or name at fault and the fix."""
+
+
+def discover(
+    namespace: str,
+    name: str,
+    spec: dict[str, Any],
+    labelled: list[dict[str, Any]],
+    unwatched: tuple[str, ...] = (),
+) -> Discovery:
+    """The consumers that Deployments labelled ``poolwarden.io/budget=<name>`` add.
+
+    ``labelled`` are the Deployments found by that label in the budget's namespace and the
+    namespaces it accepts (spec.discovery.namespaces); one of another namespace joins only when
+    its ``poolwarden.io/budget-namespace`` annotation names the budget's. A Deployment that
+    spec.consumers already lists is not added twice. A bad annotation refuses that Deployment
+    alone, with a problem naming the annotation and the fix; the others are planned.
+    ``unwatched`` are accepted namespaces the operator does not watch (each one a problem).
+    """
+    listed = {str(c.get("name")) for c in spec.get("consumers") or []}
+    listed_deployments = {str(c.get("deployment")) for c in spec.get("consumers") or []}
+    bouncer = str((spec.get("pgbouncer") or {}).get("deployment") or "")
+    database = str((spec.get("database") or {}).get("name") or "")
+    sizing = names.sizing_configmap_name(name, (spec.get("pgbouncer") or {}).get("sizingConfigMap"))
+    configmaps = {sizing} | {
+        names.plan_configmap_name(name, str(c.get("name")), c.get("planConfigMap"))
+        for c in spec.get("consumers") or []
+    }
+    problems = [
+        f"namespace {ns!r} is in spec.discovery.namespaces but the operator does not watch it: "
+        "add it to the operator's namespaces (chart value discovery.namespaces, which also "
+        "grants the operator's RBAC there) or remove it"
+        for ns in unwatched
+    ]
+    consumers: list[dict[str, Any]] = []
+    found: list[tuple[str, dict[str, Any]]] = []
+    taken: dict[str, str] = {}
+
+    def ordered(d: dict[str, Any]) -> tuple[str, str]:
+        meta = d.get("metadata") or {}
+        return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+    for deployment in sorted(labelled, key=ordered):
+        meta = deployment.get("metadata") or {}
+        ns, dname = ordered(deployment)
+        if joined_budget(deployment) != (namespace, name):
+            continue  # labelled for a budget of the same name in another namespace
+        where = dname if ns == namespace else f"{ns}/{dname}"
+        what = f"Deployment {where}"
+        if ns == namespace and dname in listed_deployments:
+            continue  # spec.consumers lists it already
+        if ns == namespace and dname == bouncer:
+            problems.append(
+                f"{what} is the budget's PgBouncer and cannot also be a consumer: remove its "
+                f"label {names.BUDGET_LABEL}"
+            )
+            continue
+        annotations = meta.get("annotations") or {}
+        item, problem = _consumer_of(what, dname, annotations)
+        if problem is None:
+            consumer = item["name"]
+            if consumer in listed or consumer in taken:
+                other = "spec.consumers" if consumer in listed else taken[consumer]
+                problem = (
+                    f"{what}: consumer name {consumer!r} is already used by {other}: set the "
+                    f"annotation {names.CONSUMER_ANNOTATION} to another name"
+                )
+            elif consumer in (database, "pgbouncer"):
+                problem = (
+                    f"{what}: consumer name {consumer!r} is PgBouncer's own "
+                    f"{'database' if consumer == database else 'admin console'}: set the "
+                    f"annotation {names.CONSUMER_ANNOTATION} to another name"
+                )
+        if problem is None:
+            cm = names.plan_configmap_name(name, item["name"], item.get("planConfigMap"))
+            if ns == namespace and cm in configmaps:
+                problem = (
+                    f"{what}: its plan ConfigMap {cm!r} is already written for another consumer "
+                    f"or PgBouncer: set the annotation {names.PLAN_CONFIGMAP_ANNOTATION} to "
+                    "another name"
+                )
+            configmaps.add(file_ref("" if ns == namespace else ns, cm))
+        if problem is not None:
+            problems.append(problem)
+            continue
+        key = dname if ns == namespace else f"{ns}/{dname}"
+        item["deployment"] = key
+        if ns != namespace:
+            item["namespace"] = ns
+            item["owner"] = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": dname,
+                "uid": str(meta.get("uid") or ""),
+            }
+        taken[item["name"]] = what
+        consumers.append(item)
+        found.append((key, deployment))
+    return Discovery(tuple(consumers), tuple(found), tuple(problems))
+
+
+def _consumer_of(
+    what: str, deployment: str, annotations: dict[str, str]
+) -> tuple[dict[str, Any], str | None]:
+    """A consumer item from a Deployment's annotations, or the first problem with them."""
+    given = annotations.get(names.CONSUMER_ANNOTATION)
+    consumer = given or deployment
+    item: dict[str, Any] = {"name": consumer, "discovered": True}
+    if not re.fullmatch(pgbouncer_ini.ALIAS_PATTERN, consumer):
+        where = (
+            f"annotation {names.CONSUMER_ANNOTATION} is {consumer!r}"
+            if given
+            else f"its name {consumer!r} (the default consumer name) is not one"
+        )
+        return item, (
+            f"{what}: {where}: a consumer name is a PgBouncer database alias "
+            f"({pgbouncer_ini.ALIAS_PATTERN}): set the annotation {names.CONSUMER_ANNOTATION}, "
+            f"e.g. {names.CONSUMER_ANNOTATION}={_alias_hint(consumer)}"
+        )
+    for annotation, (field, low, high, meaning) in _NUMBERS.items():
+        raw = annotations.get(annotation)
+        if raw is None:
+            continue
+        text = str(raw).strip()
+        if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+            return item, (
+                f"{what}: annotation {annotation} is {raw!r}: it must be a whole number from "
+                f"{low} to {high} ({meaning}); fix it, e.g. kubectl annotate deployment "
+                f"{deployment} {annotation}={max(low, 1)} --overwrite"
+            )
+        item[field] = int(text)
+    overflow = annotations.get(names.OVERFLOW_ANNOTATION)
+    if overflow is not None:
+        if overflow not in planner.OVERFLOW_POLICIES:
+            return item, (
+                f"{what}: annotation {names.OVERFLOW_ANNOTATION} is {overflow!r}: it must be one "
+                f"of {', '.join(planner.OVERFLOW_POLICIES)}; fix it, e.g. kubectl annotate "
+                f"deployment {deployment} {names.OVERFLOW_ANNOTATION}=none --overwrite"
+            )
+        item["overflow"] = overflow
+    cm = annotations.get(names.PLAN_CONFIGMAP_ANNOTATION)
+    if cm is not None:
+        if len(cm) > 253 or not re.fullmatch(DNS_SUBDOMAIN, cm):
+            return item, (
+                f"{what}: annotation {names.PLAN_CONFIGMAP_ANNOTATION} is {cm!r}: it must be a "
+                "ConfigMap name (lowercase letters, digits, '-' and '.'); fix it or remove it"
+            )
+        item["planConfigMap"] = cm
+    elif "_" in consumer:
+        return item, (
+            f"{what}: consumer name {consumer!r} contains '_', which the default plan ConfigMap "
+            f"name cannot: set the annotation {names.PLAN_CONFIGMAP_ANNOTATION}"
+        )
+    return item, None
+
+
+def _alias_hint(text: str) -> str:
+    hint = re.sub(r"[^a-z0-9_-]", "-", text.lower()).strip("-") or "consumer"
+    return hint if hint[0].isalpha() else f"c-{hint}"[:63]
+
+
+def with_discovered(spec: dict[str, Any], found: Discovery) -> dict[str, Any]:
+    """The spec as the planner sees it: spec.consumers, then the consumers joined by label."""
+    return {**spec, "consumers": [*(spec.get("consumers") or []), *found.consumers]}
 
 
 def database_identity(namespace: str, spec: dict[str, Any]) -> tuple[str, int, str, str] | None:
@@ -395,21 +619,37 @@ def _sizing_text(
 
 
 def _versioned(
-    drafts: list[tuple[str, str, str | None, Any]], status: dict[str, Any], written: int
+    drafts: list[tuple[str, str, str | None, Any]],
+    status: dict[str, Any],
+    written: int,
+    placed: dict[str | None, tuple[str, dict[str, Any] | None]] | None = None,
 ) -> tuple[int, list[File]]:
-    """Give each draft (configmap, key, consumer, text(generation)) its generation."""
+    """Give each draft (configmap, key, consumer, text(generation)) its generation.
+
+    ``placed`` maps a consumer to (namespace, owner reference) when its ConfigMap lives outside
+    the budget's namespace (a Deployment of another namespace joined by label).
+    """
+    placed = placed or {}
     previous = status.get("files") or {}
     current = max(int(status.get("planGeneration") or 0), written)
-    digests = {cm: _digest(text(0)) for cm, _, _, text in drafts}
-    changed = any((previous.get(cm) or {}).get("digest") != digests[cm] for cm in digests)
+    refs = {cm: file_ref(placed.get(consumer, ("", None))[0], cm) for cm, _, consumer, _ in drafts}
+    digests = {refs[cm]: _digest(text(0)) for cm, _, _, text in drafts}
+    changed = any((previous.get(ref) or {}).get("digest") != digests[ref] for ref in digests)
     generation = current + 1 if changed else max(current, 1)
     result = []
     for cm, key, consumer, text in drafts:
-        kept = previous.get(cm) or {}
+        ref = refs[cm]
+        kept = previous.get(ref) or {}
         file_generation = (
-            kept.get("generation", generation) if kept.get("digest") == digests[cm] else generation
+            kept.get("generation", generation) if kept.get("digest") == digests[ref] else generation
         )
-        result.append(File(cm, key, text(file_generation), digests[cm], file_generation, consumer))
+        namespace, owner = placed.get(consumer, ("", None))
+        result.append(
+            File(
+                cm, key, text(file_generation), digests[ref], file_generation, consumer,
+                namespace, owner,
+            )
+        )  # fmt: skip
     return generation, result
 
 
@@ -447,7 +687,12 @@ def files(
             lambda g: _sizing_text(ref, plan.pgbouncer, databases, g),
         )
     )
-    return _versioned(drafts, status, written)
+    placed = {
+        str(item["name"]): (str(item["namespace"]), item.get("owner"))
+        for item in spec["consumers"]
+        if item.get("namespace") and item["namespace"] != namespace
+    }
+    return _versioned(drafts, status, written, placed)
 
 
 def _plan_text(ref: str, plan: planner.Plan, part: planner.ConsumerPlan, generation: int) -> str:

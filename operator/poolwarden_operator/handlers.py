@@ -37,11 +37,12 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     memo.kube = kube.Kube.connect(os.environ.get("POD_NAME") or socket.gethostname())
 
     async def work(key: Any) -> None:
-        await reconcile.reconcile(memo.kube, *key)
+        await reconcile.reconcile(memo.kube, *key, watched=memo.settings.consumer_namespaces)
 
     memo.coalescer = coalesce.Coalescer(work)
     memo.retrier = retry.Retrier(memo.coalescer)
     memo.seen = {}  # Deployment -> the fields the plan depends on, recorded after a good pass
+    memo.members = {}  # Deployment joined by label -> its budget key, recorded after a good pass
     memo.pods = {}  # PgBouncer pod -> terminating?, recorded after a good pass
     memo.hpas = {}  # HPA -> (target Deployment, maxReplicas), recorded after a good pass
     memo.databases = {}  # budget -> its database identity, recorded after a good pass
@@ -57,21 +58,27 @@ async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.kube.close()
 
 
-@kopf.index(*BUDGETS)
+def _home(namespace: str, memo: kopf.Memo, **_: Any) -> bool:
+    """Budgets are the operator's own in its namespace only; in the other namespaces it watches
+    (POOLWARDEN_CONSUMER_NAMESPACES) it looks at Deployments and pods, never at budgets."""
+    return bool(namespace == memo.settings.namespace)
+
+
+@kopf.index(*BUDGETS, when=_home)
 def budgets_by_deployment(
     namespace: str, name: str, spec: dict[str, Any], **_: Any
 ) -> dict[Any, str]:
     return {names.deployment_key(namespace, d): name for d in desired.deployment_names(spec)}
 
 
-@kopf.index(*BUDGETS)
+@kopf.index(*BUDGETS, when=_home)
 def budgets_by_pgbouncer(
     namespace: str, name: str, spec: dict[str, Any], **_: Any
 ) -> dict[Any, str]:
     return {names.deployment_key(namespace, spec["pgbouncer"]["deployment"]): name}
 
 
-@kopf.index(*BUDGETS)
+@kopf.index(*BUDGETS, when=_home)
 def budgets_by_sized_deployment(
     namespace: str, name: str, spec: dict[str, Any], **_: Any
 ) -> dict[Any, str]:
@@ -79,7 +86,7 @@ def budgets_by_sized_deployment(
     return {names.deployment_key(namespace, d): name for d in desired.sized_deployments(spec)}
 
 
-@kopf.index(*BUDGETS)
+@kopf.index(*BUDGETS, when=_home)
 def budgets_by_database(
     namespace: str, name: str, spec: dict[str, Any], **_: Any
 ) -> dict[Any, str]:
@@ -87,14 +94,14 @@ def budgets_by_database(
     return {} if identity is None else {(namespace, identity): name}
 
 
-@kopf.on.resume(*BUDGETS)
-@kopf.on.create(*BUDGETS)
-@kopf.on.update(*BUDGETS, field="spec")
+@kopf.on.resume(*BUDGETS, when=_home)
+@kopf.on.create(*BUDGETS, when=_home)
+@kopf.on.update(*BUDGETS, field="spec", when=_home)
 async def on_budget_spec(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     await _request(memo, namespace, name)
 
 
-@kopf.on.event(*BUDGETS)
+@kopf.on.event(*BUDGETS, when=_home)
 async def on_budget_event(
     type: str, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
     budgets_by_database: kopf.Index, **_: Any,
@@ -119,17 +126,29 @@ async def on_deployment_event(
     type: str, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
     budgets_by_deployment: kopf.Index, **_: Any,
 ) -> None:  # fmt: skip
+    """A Deployment a budget names, or one that joins (or leaves) a budget by label."""
     key = names.deployment_key(namespace, name)
-    budgets = set(budgets_by_deployment.get(key, []))
+    budgets = {names.budget_key(namespace, b) for b in budgets_by_deployment.get(key, [])}
+    joined = None if type == "DELETED" else desired.joined_budget(body)
+    before = memo.members.get(key)
+    for found in (joined, before):
+        if found is not None and found[0] == memo.settings.namespace:
+            budgets.add(names.budget_key(*found))  # budgets elsewhere are not this operator's
     if not budgets:
         return
-    fields = None if type == "DELETED" else desired.watched_fields(body)
+    fields = (
+        None if type == "DELETED" else (desired.watched_fields(body), desired.join_fields(body))
+    )
     if memo.seen.get(key, _UNSEEN) == fields:
         return  # a status or template change: the plan does not depend on it
     # Recorded only after every pass succeeded: a failed pass is retried in the background,
     # and an identical event after it is not mistaken for one already handled.
-    if await _request_all(memo, namespace, budgets):
+    if await _request_keys(memo, budgets):
         memo.seen[key] = fields
+        if joined is None:
+            memo.members.pop(key, None)
+        else:
+            memo.members[key] = joined
 
 
 @kopf.on.event("v1", "pods")
@@ -178,7 +197,11 @@ async def on_hpa_event(
 
 async def _request_all(memo: kopf.Memo, namespace: str, budgets: set[str]) -> bool:
     """A pass for each budget; False when any failed (it is being retried in the background)."""
-    results = [await memo.retrier.request(names.budget_key(namespace, b)) for b in sorted(budgets)]
+    return await _request_keys(memo, {names.budget_key(namespace, b) for b in budgets})
+
+
+async def _request_keys(memo: kopf.Memo, keys: set[tuple[str, str]]) -> bool:
+    results = [await memo.retrier.request(key) for key in sorted(keys)]
     return all(results)
 
 

@@ -77,6 +77,12 @@ class Kube:
     async def get_deployment(self, namespace: str, name: str) -> JSON | None:
         return await _maybe_raw(self.apps.read_namespaced_deployment, name, namespace)
 
+    async def list_deployments(self, namespace: str, selector: str) -> list[JSON]:
+        """Deployments matching ``selector``, read in pages."""
+        return await _pages(
+            self.apps.list_namespaced_deployment, namespace, label_selector=selector
+        )
+
     async def patch_template_annotations(
         self, namespace: str, name: str, annotations: dict[str, str]
     ) -> None:

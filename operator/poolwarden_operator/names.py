@@ -20,6 +20,23 @@ MAX_OVERFLOW_ANNOTATION = "poolwarden.io/max-overflow"
 """Written into a pod template only for consumers with reloadMode ``rollout``."""
 
 BUDGET_LABEL = "poolwarden.io/budget"
+"""On ConfigMaps the operator writes; on a Deployment, it joins that budget as a consumer."""
+
+# A Deployment joined by label says how it uses the budget in these annotations.
+BUDGET_NAMESPACE_ANNOTATION = "poolwarden.io/budget-namespace"
+"""The budget's namespace, when the Deployment is in another (default: its own)."""
+CONSUMER_ANNOTATION = "poolwarden.io/consumer"
+"""The consumer's name and PgBouncer database alias (default: the Deployment's name)."""
+WORKERS_ANNOTATION = "poolwarden.io/workers"
+THREADS_ANNOTATION = "poolwarden.io/threads"
+WEIGHT_ANNOTATION = "poolwarden.io/weight"
+OVERFLOW_ANNOTATION = "poolwarden.io/overflow"
+MAX_POOL_ANNOTATION = "poolwarden.io/max-pool-per-worker"
+PLAN_CONFIGMAP_ANNOTATION = "poolwarden.io/plan-configmap"
+JOIN_ANNOTATIONS = (
+    BUDGET_NAMESPACE_ANNOTATION, CONSUMER_ANNOTATION, WORKERS_ANNOTATION, THREADS_ANNOTATION,
+    WEIGHT_ANNOTATION, OVERFLOW_ANNOTATION, MAX_POOL_ANNOTATION, PLAN_CONFIGMAP_ANNOTATION,
+)  # fmt: skip
 MANAGED_BY = "poolwarden-operator"
 COMPONENT = "poolwarden-operator"
 

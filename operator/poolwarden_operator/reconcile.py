@@ -18,15 +18,24 @@ from poolwarden_operator import desired, kube, names, status
 log = logging.getLogger(__name__)
 
 
-async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
+async def reconcile(
+    client: kube.Kube, namespace: str, name: str, watched: tuple[str, ...] = ()
+) -> None:
+    """One pass; ``watched`` are the other namespaces the operator watches (and may write in)."""
     budget = await client.get_budget(namespace, name)
     if budget is None:
         return  # deleted; its ConfigMaps go with it (owner references)
-    spec, previous = budget["spec"], budget.get("status") or {}
+    listed, previous = budget["spec"], budget.get("status") or {}
     observed = int(budget["metadata"].get("generation") or 0)
-    wanted = desired.deployment_names(spec)
-    found = await asyncio.gather(*(client.get_deployment(namespace, d) for d in wanted))
-    deployments = dict(zip(wanted, found, strict=True))
+    wanted = desired.deployment_names(listed)
+    found, joined = await asyncio.gather(
+        asyncio.gather(*(client.get_deployment(namespace, d) for d in wanted)),
+        _joined(client, namespace, name, listed, watched),
+    )
+    deployments = dict(zip(wanted, found, strict=True)) | dict(joined.deployments)
+    spec = desired.with_discovered(listed, joined)
+    discovery = status.discovery_condition(joined, observed)
+    await _report_discovery(client, budget, discovery, previous)
     pods, others, configmaps, max_replicas = await asyncio.gather(
         _pgbouncer_pods(client, namespace, spec, deployments),
         _overlapping(client, namespace, name, spec),
@@ -42,8 +51,8 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
         generation, files = desired.files(namespace, name, spec, plan, previous, written)
     except (desired.SpecError, planner.PlannerError) as exc:
         reason = exc.reason if isinstance(exc, desired.SpecError) else "InvalidBudget"
-        inputs = (deployments, pods, overlap, configmaps)
-        await _invalid(client, budget, exc, reason, observed, *inputs)
+        inputs = (deployments, pods, [overlap, discovery], configmaps)
+        await _invalid(client, budget, spec, exc, reason, observed, *inputs)
         return
 
     changed = await _write_files(client, budget, files, configmaps)
@@ -54,7 +63,10 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
             await _set_template(client, namespace, deployment, plan.consumer(item["name"]))
 
     new_status = status.applied(spec, generation, observed, plan, files, previous, _now(), pods)
-    new_status["conditions"] = status.merge_conditions(new_status["conditions"], [overlap], _now())
+    new_status["conditions"] = status.merge_conditions(
+        new_status["conditions"], [overlap, discovery], _now()
+    )
+    new_status["discovered"] = status.discovered(joined)
     await _report_overlap(client, budget, overlap, previous)
     if _differs(new_status, previous):
         await client.patch_budget_status(namespace, name, new_status)
@@ -71,26 +83,55 @@ async def reconcile(client: kube.Kube, namespace: str, name: str) -> None:
     by_deployment |= {c["deployment"]: generations[c["name"]] for c in spec["consumers"]}
     await asyncio.gather(
         *(
-            _annotate_pods(client, namespace, deployments[d], by_deployment[d])
+            _annotate_pods(client, _namespace_of(deployments[d], namespace), deployments[d],
+                           by_deployment[d])
             for d in refresh
             if deployments.get(d) is not None
         )
-    )
+    )  # fmt: skip
     if changed:
         log.info("budget %s/%s: wrote %s", namespace, name, ", ".join(changed))
+
+
+async def _joined(
+    client: kube.Kube, namespace: str, name: str, spec: dict[str, Any], watched: tuple[str, ...]
+) -> desired.Discovery:
+    """The Deployments labelled poolwarden.io/budget=<name> in the budget's namespace and in
+    those of spec.discovery.namespaces the operator watches."""
+    accepted = [n for n in (spec.get("discovery") or {}).get("namespaces") or [] if n != namespace]
+    looked = [namespace, *(n for n in accepted if n in watched)]
+    selector = f"{names.BUDGET_LABEL}={name}"
+    found = await asyncio.gather(*(client.list_deployments(n, selector) for n in looked))
+    labelled = [d for page in found for d in page]
+    unwatched = tuple(n for n in accepted if n not in watched)
+    return desired.discover(namespace, name, spec, labelled, unwatched)
+
+
+def _namespace_of(deployment: dict[str, Any], default: str) -> str:
+    return str((deployment.get("metadata") or {}).get("namespace") or default)
+
+
+def _configmap_refs(name: str, spec: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """status.files name (``desired.file_ref``) -> (namespace or "", ConfigMap) of every file."""
+    refs = {}
+    for item in spec["consumers"]:
+        cm = names.plan_configmap_name(name, item["name"], item.get("planConfigMap"))
+        ns = str(item.get("namespace") or "")
+        refs[desired.file_ref(ns, cm)] = (ns, cm)
+    cm = names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap"))
+    refs[cm] = ("", cm)
+    return refs
 
 
 async def _owned_configmaps(
     client: kube.Kube, namespace: str, name: str, spec: dict[str, Any]
 ) -> dict[str, kube.JSON | None]:
     """Every ConfigMap the budget writes, as it is now: read once per pass, concurrently."""
-    wanted = [
-        names.plan_configmap_name(name, item["name"], item.get("planConfigMap"))
-        for item in spec["consumers"]
-    ]
-    wanted.append(names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap")))
-    found = await asyncio.gather(*(client.get_configmap(namespace, cm) for cm in wanted))
-    return dict(zip(wanted, found, strict=True))
+    refs = _configmap_refs(name, spec)
+    found = await asyncio.gather(
+        *(client.get_configmap(ns or namespace, cm) for ns, cm in refs.values())
+    )
+    return dict(zip(refs, found, strict=True))
 
 
 async def _max_replicas(client: kube.Kube, namespace: str, spec: dict[str, Any]) -> dict[str, int]:
@@ -106,14 +147,15 @@ def _written_generation(
     """The highest generation in the plan and sizing ConfigMaps as they are now."""
     found = [0]
     for item in spec["consumers"]:
-        cm = configmaps[names.plan_configmap_name(name, item["name"], item.get("planConfigMap"))]
+        ref = names.plan_configmap_name(name, item["name"], item.get("planConfigMap"))
+        cm = configmaps.get(desired.file_ref(str(item.get("namespace") or ""), ref))
         text = ((cm or {}).get("data") or {}).get(names.PLAN_KEY)
         if text:
             try:
                 found.append(planfile.parse(text).generation)
             except planfile.PlanFileError:
                 pass  # hand-edited into nonsense: it will be rewritten
-    cm = configmaps[names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap"))]
+    cm = configmaps.get(names.sizing_configmap_name(name, spec["pgbouncer"].get("sizingConfigMap")))
     try:
         found.append(
             pgbouncer_ini.generation(((cm or {}).get("data") or {}).get(names.SIZING_KEY, ""))
@@ -155,18 +197,18 @@ async def _write_files(
     namespace, name = budget["metadata"]["namespace"], budget["metadata"]["name"]
     changed = []
     for f in files:
-        current = configmaps[f.configmap]
+        current = configmaps.get(f.ref)
         if current is not None and (current.get("data") or {}).get(f.key) == f.text:
             continue
         await client.write_configmap(
-            namespace,
+            f.namespace or namespace,
             f.configmap,
             {f.key: f.text},
             names.managed_labels(name),
-            kube.owner_reference(budget),
+            f.owner or kube.owner_reference(budget),
             exists=current is not None,
         )
-        changed.append(f.configmap)
+        changed.append(f.ref)
     return changed
 
 
@@ -205,18 +247,23 @@ async def _annotate_pods(
 async def _invalid(
     client: kube.Kube,
     budget: dict[str, Any],
+    spec: dict[str, Any],
     error: Exception,
     reason: str,
     observed: int,
     deployments: dict[str, Any],
     pods: desired.Pods,
-    overlap: dict[str, Any],
+    conditions: list[dict[str, Any]],
     configmaps: dict[str, kube.JSON | None],
 ) -> None:
-    """Fail safe: PgBouncer gets ``max(1, budget // pods)``, never the old, larger limits."""
+    """Fail safe: PgBouncer gets ``max(1, budget // pods)``, never the old, larger limits.
+
+    ``spec`` is the budget's with the consumers joined by label (each keeps its alias).
+    """
     meta = budget["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    spec, previous = budget["spec"], budget.get("status") or {}
+    previous = budget.get("status") or {}
+    overlap = conditions[0]
     safe = desired.safe_pgbouncer(spec, deployments, pods)
     written = _written_generation(name, spec, configmaps)
     generation, sizing = desired.sizing_file(
@@ -226,7 +273,7 @@ async def _invalid(
     new_status = status.invalid(
         error, reason, observed, previous, _now(), safe, generation, sizing, pods
     )
-    new_status["conditions"] = status.merge_conditions(new_status["conditions"], [overlap], _now())
+    new_status["conditions"] = status.merge_conditions(new_status["conditions"], conditions, _now())
     await _report_overlap(client, budget, overlap, previous)
     was = {c["type"]: c for c in previous.get("conditions") or []}.get("Ready") or {}
     message = status.invalid_message(error, safe)
@@ -247,6 +294,15 @@ async def _report_overlap(
     was = {c["type"]: c for c in previous.get("conditions") or []}.get("Overlapping") or {}
     if overlap["status"] == "True" and was.get("message") != overlap["message"]:
         await client.post_event(budget, "Warning", "Overlapping", overlap["message"])
+
+
+async def _report_discovery(
+    client: kube.Kube, budget: dict[str, Any], condition: dict[str, Any], previous: dict[str, Any]
+) -> None:
+    """A Warning Event when a labelled Deployment is refused (or what is refused changes)."""
+    was = {c["type"]: c for c in previous.get("conditions") or []}.get("Discovery") or {}
+    if condition["status"] == "False" and was.get("message") != condition["message"]:
+        await client.post_event(budget, "Warning", condition["reason"], condition["message"])
 
 
 def _differs(new: dict[str, Any], previous: dict[str, Any]) -> bool:

@@ -111,9 +111,7 @@ def applied(
             }
             for c in plan.consumers
         ],
-        "files": {
-            f.configmap: {"digest": f.digest, "generation": f.generation} for f in plan_files
-        },
+        "files": {f.ref: {"digest": f.digest, "generation": f.generation} for f in plan_files},
         "explanation": plan.explanation,
         "conditions": conditions,
     }
@@ -211,6 +209,37 @@ def overlap_condition(others: list[str], observed: int) -> dict[str, Any]:
         "per database and role, or give each its own role and split maxConnections",
         observed,
     )  # fmt: skip
+
+
+def discovery_condition(found: desired.Discovery, observed: int) -> dict[str, Any]:
+    """``Discovery``: every Deployment labelled for this budget joined (True), or which did
+    not and what to fix (False, reason ``InvalidAnnotation``)."""
+    joined = ", ".join(f"{c['name']} ({c['deployment']})" for c in found.consumers)
+    if found.problems:
+        return _condition(
+            "Discovery", False, "InvalidAnnotation",
+            f"{len(found.problems)} labelled Deployment(s) not planned: "
+            + "; ".join(found.problems)[:900]
+            + (f". Joined: {joined}" if joined else ""),
+            observed,
+        )  # fmt: skip
+    return _condition(
+        "Discovery", True, "Joined",
+        f"joined by label: {joined}" if joined else "no Deployment joins this budget by label",
+        observed,
+    )  # fmt: skip
+
+
+def discovered(found: desired.Discovery) -> list[dict[str, Any]]:
+    """``status.discovered``: the consumers joined by label, by name and Deployment."""
+    return [
+        {
+            "name": c["name"],
+            "deployment": c["deployment"].rpartition("/")[2],
+            "namespace": c.get("namespace", ""),
+        }
+        for c in found.consumers
+    ]
 
 
 def merge_conditions(

@@ -299,9 +299,11 @@ class UserLoad:
     max_seconds: int = 600
     client_timeout: float = 60.0
     pod: str = field(default_factory=lambda: f"users-{uuid.uuid4().hex[:8]}")
+    service: str = ""
+    """The Service the users call (port 80); empty: the app's."""
 
     def start(self) -> UserLoad:
-        url = f"http://{self.release.app}.{self.release.namespace}.svc:80"
+        url = f"http://{self.service or self.release.app}.{self.release.namespace}.svc:80"
         self.release.cluster.apply(
             self.release.namespace,
             python_pod(

@@ -480,12 +480,17 @@ replicas
 {{/*
 The consumer Deployments with reloadMode rollout, as a JSON list: the only Deployments the
 operator may patch (their pod template's pool-size annotations). Follows the consumers
-templates/connectionbudget.yaml renders (the app, `app.reloadMode`).
+templates/connectionbudget.yaml renders (the app's `app.reloadMode`, each item of `consumers`).
 */}}
 {{- define "poolwarden.operator.rolloutDeployments" -}}
 {{- $names := list }}
 {{- if eq (toString .Values.app.reloadMode) "rollout" }}
 {{- $names = append $names (include "poolwarden.app.fullname" .) }}
+{{- end }}
+{{- range $c := include "poolwarden.consumers" . | fromJsonArray }}
+{{- if eq (toString $c.reloadMode) "rollout" }}
+{{- $names = append $names $c.fullname }}
+{{- end }}
 {{- end }}
 {{- toJson $names }}
 {{- end }}
@@ -504,4 +509,109 @@ Usage: include "poolwarden.operator.admissionPolicyName" (dict "context" $ "what
 */}}
 {{- define "poolwarden.operator.admissionPolicyName" -}}
 {{- printf "%s.%s-%s" .context.Release.Namespace (include "poolwarden.operator.fullname" .context) .what }}
+{{- end }}
+
+{{/*
+The consumers listed in values (`consumers`), each merged over `consumerDefaults` (a key given
+in the item wins; the objects image, service, podDisruptionBudget, podSecurityContext and
+securityContext merge key by key), checked, with `fullname` (its Deployment and Service) and
+`planConfigMap` added. A JSON list; every template that renders consumers reads it from here.
+*/}}
+{{- define "poolwarden.consumers" -}}
+{{- $merged := list }}
+{{- $seen := dict }}
+{{- $database := include "poolwarden.database.name" . }}
+{{- $fullname := include "poolwarden.fullname" . }}
+{{- range $i, $item := .Values.consumers }}
+{{- $c := dict }}
+{{- range $k, $v := $.Values.consumerDefaults }}
+{{- if hasKey $item $k }}
+{{- $given := index $item $k }}
+{{- if and (kindIs "map" $v) (kindIs "map" $given) (has $k (list "image" "service" "podDisruptionBudget" "podSecurityContext" "securityContext")) }}
+{{- $m := deepCopy $v }}
+{{- range $k2, $v2 := $given }}
+{{- $_ := set $m $k2 $v2 }}
+{{- end }}
+{{- $_ := set $c $k $m }}
+{{- else }}
+{{- $_ := set $c $k $given }}
+{{- end }}
+{{- else if kindIs "invalid" $v }}
+{{- $_ := set $c $k $v }}
+{{- else }}
+{{- $_ := set $c $k (deepCopy $v) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $c "name" $item.name }}
+{{- if hasKey $seen $item.name }}
+{{- fail (printf "consumers[%d].name %q is used twice: give each consumer its own name" $i $item.name) }}
+{{- end }}
+{{- $_ := set $seen $item.name true }}
+{{- if eq $item.name $database }}
+{{- fail (printf "consumers[%d].name %q is the database's name, which PgBouncer already serves: rename the consumer" $i $item.name) }}
+{{- end }}
+{{- if not $c.image.repository }}
+{{- fail (printf "consumers[%d] (%s) needs image.repository: the image its Deployment runs" $i $item.name) }}
+{{- end }}
+{{- range $j, $e := $c.env }}
+{{- if has $e.name (list "POOLWARDEN_DB_HOST" "POOLWARDEN_DB_PORT" "POOLWARDEN_DB_NAME" "POOLWARDEN_DB_USER" "POOLWARDEN_DB_PASSWORD" "POOLWARDEN_WORKERS" "POOLWARDEN_THREADS" "POOLWARDEN_POOL_SIZE" "POOLWARDEN_MAX_OVERFLOW" "POOLWARDEN_PLAN_FILE" "POOLWARDEN_POOL_TIMEOUT" "POOLWARDEN_STATEMENT_CACHE") }}
+{{- fail (printf "consumers[%d].env[%d] sets %s, which the chart sets (from workers, threadsPerWorker, the database and pgbouncer values): remove it from env" $i $j $e.name) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $c "fullname" (printf "%s-%s" $fullname $item.name) }}
+{{- $_ := set $c "planConfigMap" (printf "%s-%s-plan" $fullname $item.name) }}
+{{- $merged = append $merged $c }}
+{{- end }}
+{{- toJson $merged }}
+{{- end }}
+
+{{/* Labels of a values-listed consumer: component `consumer` plus poolwarden.io/consumer. */}}
+{{- define "poolwarden.consumer.labels" -}}
+{{ include "poolwarden.componentLabels" (dict "context" .context "component" "consumer") }}
+poolwarden.io/consumer: {{ .name }}
+{{- end }}
+{{- define "poolwarden.consumer.selectorLabels" -}}
+{{ include "poolwarden.componentSelectorLabels" (dict "context" .context "component" "consumer") }}
+poolwarden.io/consumer: {{ .name }}
+{{- end }}
+
+{{/*
+The environment every consumer container gets from the chart (the reference app and each item
+of `consumers`): where PgBouncer is, its own alias, the credentials, its workers (and threads),
+the initial pool and the plan file. The library and the reference apps read exactly these.
+Usage: include "poolwarden.consumer.env" (dict "context" $ "name" "app" "workers" 2 "threads" 0 "poolSize" 1 "maxOverflow" 0)
+*/}}
+{{- define "poolwarden.consumer.env" -}}
+- name: POOLWARDEN_DB_HOST
+  value: {{ include "poolwarden.pgbouncer.fullname" .context | quote }}
+- name: POOLWARDEN_DB_PORT
+  value: {{ .context.Values.pgbouncer.port | quote }}
+# The consumer's own PgBouncer database (alias): PgBouncer holds its share of the budget.
+- name: POOLWARDEN_DB_NAME
+  value: {{ .name | quote }}
+- name: POOLWARDEN_DB_USER
+  value: {{ include "poolwarden.database.user" .context | quote }}
+- name: POOLWARDEN_DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "poolwarden.database.secretName" .context }}
+      key: {{ include "poolwarden.database.secretPasswordKey" .context }}
+- name: POOLWARDEN_WORKERS
+  value: {{ .workers | toString | quote }}
+{{- if gt (int .threads) 0 }}
+- name: POOLWARDEN_THREADS
+  value: {{ .threads | toString | quote }}
+{{- end }}
+- name: POOLWARDEN_POOL_SIZE
+  value: {{ .poolSize | toString | quote }}
+- name: POOLWARDEN_MAX_OVERFLOW
+  value: {{ .maxOverflow | toString | quote }}
+- name: POOLWARDEN_PLAN_FILE
+  value: /etc/poolwarden/plan/plan.json
+# A request waits for a connection once: in PgBouncer (query_wait_timeout) or in its pool,
+# never longer than this (budget.waitTimeoutSeconds sets both).
+- name: POOLWARDEN_POOL_TIMEOUT
+  value: {{ .context.Values.budget.waitTimeoutSeconds | quote }}
+- name: POOLWARDEN_STATEMENT_CACHE
+  value: {{ include "poolwarden.app.statementCache" .context | quote }}
 {{- end }}
