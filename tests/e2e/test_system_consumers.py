@@ -1,5 +1,6 @@
-"""Several consumers share one budget on a real cluster: the reference app, a second consumer
-listed in values (the reference app image run from values alone, ci/consumers-values.yaml), and
+"""Several consumers share one budget on a real cluster: the reference FastAPI app, the Flask
+reference service listed in values (gunicorn gthread workers x threads with --preload, run from
+its image with values alone, ci/consumers-values.yaml), and
 a Deployment applied with plain kubectl that joins by label (docs/examples/labelled-deployment.yaml,
 applied as documented with only names and image replaced). Each gets its own plan ConfigMap
 and PgBouncer alias, split by weight; scaling each re-plans live with no restart; unlabelled,
@@ -188,8 +189,10 @@ def system(make_release) -> Iterator[System]:  # noqa: F811
         sampler = Sampler(release).start()
         loads = [
             UserLoad(release, users=USERS, max_seconds=900).start(),
-            UserLoad(release, users=USERS, max_seconds=900, service=f"{release.fullname}-reports")
-            .start(),
+            UserLoad(
+                release, users=USERS, max_seconds=900,
+                service=f"{release.fullname}-{LISTED[0]['name']}",
+            ).start(),
         ]  # fmt: skip
     system = System(
         release, sampler, loads, database["maxConnections"] - database["reserved"],
@@ -207,8 +210,14 @@ def test_each_listed_consumer_gets_its_own_plan_and_alias(system: System) -> Non
         sizing = system.release.sizing_file()
         aliases = {d.name: d.pool_size for d in sizing.databases}
         note(f"consumers: listed ones converged in {seconds:.1f} s; aliases {aliases}")
-        assert set(aliases) == {"app", "reports"}
-        assert aliases["reports"] >= 2 * aliases["app"] - 1  # weight 2:1
+        listed_name = LISTED[0]["name"]
+        assert set(aliases) == {"app", listed_name}
+        assert aliases[listed_name] >= 2 * aliases["app"] - 1  # weight 2:1
+        threads = LISTED[0]["threadsPerWorker"]
+        flask = expected(system.release, system.consumers).consumer(listed_name)
+        note(f"consumers: {listed_name} ({LISTED[0]['workers']} workers x {threads} threads) "
+             f"pool {flask.pool_size}+{flask.max_overflow} per worker")
+        assert 1 <= flask.pool_size + flask.max_overflow <= threads  # never more than its threads
 
 
 def test_a_deployment_applied_with_kubectl_joins_and_scales_live(system: System) -> None:
@@ -234,7 +243,7 @@ def test_a_deployment_applied_with_kubectl_joins_and_scales_live(system: System)
              f"after kubectl apply (pod start included); aliases {aliases}")  # fmt: skip
 
         before = restarts(release, system.consumers)
-        for deployment, replicas in ((f"{release.fullname}-reports", 2), ("web", 2)):
+        for deployment, replicas in ((f"{release.fullname}-{LISTED[0]['name']}", 2), ("web", 2)):
             since = time.monotonic()
             release.kubectl("scale", "deployment", deployment, f"--replicas={replicas}")
             seconds = converge(system, f"{deployment} scaled to {replicas}, every consumer on plan")

@@ -24,7 +24,7 @@ from test_chart_render import (  # noqa: F401  (defaults is a fixture)
 from poolwarden_operator import names
 
 BUDGET = FULL
-REPORTS = f"{FULL}-reports"
+FLASK = f"{FULL}-flask"  # ci/consumers-values.yaml: the Flask reference service
 
 
 def with_values(tmp_path, values: dict):
@@ -57,9 +57,9 @@ def second() -> Rendered:
 
 
 def test_a_listed_consumer_renders_a_deployment_service_pdb_and_budget_entry(second):
-    deployment = second.get("Deployment", REPORTS)
-    service = second.get("Service", REPORTS)
-    second.get("PodDisruptionBudget", REPORTS)
+    deployment = second.get("Deployment", FLASK)
+    service = second.get("Service", FLASK)
+    second.get("PodDisruptionBudget", FLASK)
     pod = deployment["spec"]["template"]
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert (
@@ -67,11 +67,11 @@ def test_a_listed_consumer_renders_a_deployment_service_pdb_and_budget_entry(sec
     )
     assert service["spec"]["selector"] != second.get("Service", APP)["spec"]["selector"]
     (budget,) = second.of_kind("ConnectionBudget")
-    entry = next(c for c in budget["spec"]["consumers"] if c["name"] == "reports")
+    entry = next(c for c in budget["spec"]["consumers"] if c["name"] == "flask")
     assert entry == {
-        "name": "reports", "deployment": REPORTS, "workersPerPod": 1, "threadsPerWorker": 0,
+        "name": "flask", "deployment": FLASK, "workersPerPod": 2, "threadsPerWorker": 4,
         "sizeFor": "replicas", "weight": 2, "overflow": "none", "reloadMode": "live",
-        "planConfigMap": names.plan_configmap_name(BUDGET, "reports"),
+        "planConfigMap": names.plan_configmap_name(BUDGET, "flask"),
     }  # fmt: skip
     # The pod mounts the ConfigMap the operator writes for that entry, as a directory.
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
@@ -79,11 +79,11 @@ def test_a_listed_consumer_renders_a_deployment_service_pdb_and_budget_entry(sec
     mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
     assert mounts["plan"] == {"name": "plan", "mountPath": "/etc/poolwarden/plan", "readOnly": True}
     env = env_of(pod["spec"]["containers"][0])
-    assert env["POOLWARDEN_DB_NAME"]["value"] == "reports"  # its own PgBouncer alias
+    assert env["POOLWARDEN_DB_NAME"]["value"] == "flask"  # its own PgBouncer alias
     assert env["POOLWARDEN_DB_HOST"]["value"] == PGBOUNCER
     assert env["POOLWARDEN_PLAN_FILE"]["value"] == "/etc/poolwarden/plan/plan.json"
-    assert env["POOLWARDEN_WORKERS"]["value"] == "1"
-    assert "POOLWARDEN_THREADS" not in env
+    assert env["POOLWARDEN_WORKERS"]["value"] == "2"
+    assert env["POOLWARDEN_THREADS"]["value"] == "4"
     app_env = env_of(container(second.get("Deployment", APP)["spec"]["template"]["spec"], "app"))
     same = ("POOLWARDEN_DB_USER", "POOLWARDEN_DB_PASSWORD", "POOLWARDEN_DB_PORT",
             "POOLWARDEN_POOL_TIMEOUT", "POOLWARDEN_STATEMENT_CACHE")  # fmt: skip
@@ -191,7 +191,7 @@ def test_a_rollout_consumer_gives_the_operator_patch_on_its_deployment_only(tmp_
 def test_pgbouncer_admits_listed_consumers_and_pods_labelled_for_the_budget(second):
     policy = second.get("NetworkPolicy", PGBOUNCER)
     peers = policy["spec"]["ingress"][0]["from"]
-    pod = second.get("Deployment", REPORTS)["spec"]["template"]["metadata"]["labels"]
+    pod = second.get("Deployment", FLASK)["spec"]["template"]["metadata"]["labels"]
     selectors = [p["podSelector"]["matchLabels"] for p in peers if "namespaceSelector" not in p]
     assert any(s.items() <= pod.items() for s in selectors)
     assert {names.BUDGET_LABEL: BUDGET} in selectors
@@ -254,3 +254,11 @@ def test_every_variable_the_chart_sets_is_refused_in_env(tmp_path):
         item = own_image(env=[{"name": n, "value": "x"}])
         message = render_error(with_values(tmp_path, {"consumers": [item]}))
         assert f"sets {n}, which the chart sets" in message, message
+
+
+def test_an_async_consumer_gets_no_threads_variable(tmp_path):
+    r = render(with_values(tmp_path, {"consumers": [own_image(threadsPerWorker=0, workers=3)]}))
+    pod = r.get("Deployment", f"{FULL}-worker")["spec"]["template"]
+    env = env_of(pod["spec"]["containers"][0])
+    assert env["POOLWARDEN_WORKERS"]["value"] == "3"
+    assert "POOLWARDEN_THREADS" not in env
