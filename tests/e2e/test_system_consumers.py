@@ -243,7 +243,8 @@ def test_a_deployment_applied_with_kubectl_joins_and_scales_live(system: System)
              f"after kubectl apply (pod start included); aliases {aliases}")  # fmt: skip
 
         before = restarts(release, system.consumers)
-        for deployment, replicas in ((f"{release.fullname}-{LISTED[0]['name']}", 2), ("web", 2)):
+        scaled = ((f"{release.fullname}-{LISTED[0]['name']}", 2), ("web", 2), (release.app, 2))
+        for deployment, replicas in scaled:
             since = time.monotonic()
             release.kubectl("scale", "deployment", deployment, f"--replicas={replicas}")
             seconds = converge(system, f"{deployment} scaled to {replicas}, every consumer on plan")
