@@ -23,8 +23,8 @@ import pytest
 from appserver import App
 from sqlalchemy import text
 
-from app import config, db, pool
-from poolwarden import planfile
+from poolwarden import aio, planfile
+from poolwarden_fastapi_app import config
 
 HERE = Path(__file__).parent
 WORKERS = 2
@@ -139,7 +139,8 @@ async def test_a_connection_given_back_to_a_retired_pool_is_closed(stack):
     settings = config.Settings(db_host="127.0.0.1", db_port=stack.pg_port, db_name=devstack.APP_DB,
                                db_user=devstack.APP_USER, db_password=stack.app_password,
                                instance=name, create_schema=False)
-    pools = pool.Pools(lambda p: db.build_engine(settings, p), plan(1, 3))
+    pools = aio.PlanEngine(aio.engine_factory(settings.url(), settings.engine_options()),
+                           plan(1, 3))
     held_outside_a_lease = pools.current.engine
     try:
         async with held_outside_a_lease.connect() as conn:
