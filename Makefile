@@ -59,5 +59,9 @@ trixie-root: ## Build the Debian trixie chroot that runs PostgreSQL 17, PgBounce
 
 ##@ Tests
 .PHONY: test
-test: venv dev-deps tools ## The README's test command: unit, integration (real PostgreSQL + PgBouncer) and control-plane tiers.
-	$(VENV)/bin/pytest tests/unit tests/integration tests/controlplane
+test: venv dev-deps tools ## The README's test command: unit, packaging, integration (real PostgreSQL + PgBouncer) and control-plane tiers.
+	$(VENV)/bin/pytest tests/unit tests/packaging tests/integration tests/controlplane
+
+.PHONY: packaging
+packaging: venv ## The wheel built from the tree, installed into a fresh venv: the CLI, every integration, no other top-level package.
+	$(VENV)/bin/pytest tests/packaging

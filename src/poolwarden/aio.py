@@ -38,15 +38,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import watchfiles
-from sqlalchemy import URL, event, exc, make_url, text
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
-from sqlalchemy.pool import NullPool
+try:
+    import watchfiles
+    from sqlalchemy import URL, event, exc, make_url, text
+    from sqlalchemy.ext.asyncio import (
+        AsyncEngine,
+        AsyncSession,
+        async_sessionmaker,
+        create_async_engine,
+    )
+    from sqlalchemy.pool import NullPool
+except ImportError as error:  # pragma: no cover (the packaging tier checks the message)
+    raise ImportError(f"poolwarden.aio needs the async extra: pip install 'poolwarden[async]' "
+                      f"({error})") from error
 
 from poolwarden import planfile, planreader, poolstatus
 

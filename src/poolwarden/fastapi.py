@@ -27,9 +27,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
-from sqlalchemy import URL, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+try:
+    from fastapi import Depends, FastAPI, Request
+    from sqlalchemy import URL, text
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+except ImportError as error:  # pragma: no cover (the packaging tier checks the message)
+    raise ImportError(f"poolwarden.fastapi needs the fastapi extra: "
+                      f"pip install 'poolwarden[fastapi]' ({error})") from error
 
 from poolwarden import aio, planfile
 

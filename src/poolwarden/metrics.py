@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+try:
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+        multiprocess,
+    )
+except ImportError as error:  # pragma: no cover (the packaging tier checks the message)
+    raise ImportError(f"poolwarden.metrics needs the metrics extra: "
+                      f"pip install 'poolwarden[metrics]' ({error})") from error
 
 ERROR_KINDS = ("pool_timeout", "db_unavailable", "integrity", "other")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
