@@ -37,8 +37,8 @@ def run(*cmd: str | Path, cwd: Path, check: bool = True, timeout: float = 300,
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel built from a copy of the tree: tracked and new files, as git sees them."""
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tree: tracked and new files, as git sees them (a fresh clone's)."""
     tree = tmp_path_factory.mktemp("tree")
     listed = run("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard",
                  cwd=REPO).stdout
@@ -47,11 +47,25 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if source.is_file():  # a file deleted in the work tree is not in a fresh clone
             (tree / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, tree / name)
-    dist = tmp_path_factory.mktemp("dist")
-    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", dist, tree,
-        cwd=tree)
-    (built,) = dist.glob("poolwarden-*.whl")
+    return tree
+
+
+def build_wheel(project: Path, dist: Path) -> Path:
+    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", dist,
+        project, cwd=project)
+    (built,) = dist.glob("*.whl")
     return built
+
+
+def top_level(wheel: Path) -> set[str]:
+    with zipfile.ZipFile(wheel) as whl:
+        return {name.split("/", 1)[0] for name in whl.namelist()
+                if not name.split("/", 1)[0].endswith(".dist-info")}
+
+
+@pytest.fixture(scope="module")
+def wheel(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wheel(tree, tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +82,9 @@ def python_in(venv: Path, code: str, *, cwd: Path, check: bool = True,
 
 def test_the_wheel_holds_only_the_poolwarden_package(wheel):
     with zipfile.ZipFile(wheel) as whl:
-        top = {name.split("/", 1)[0] for name in whl.namelist()}
         metadata = whl.read(next(n for n in whl.namelist()
                                  if n.endswith(".dist-info/METADATA"))).decode()
-    assert {t for t in top if not t.endswith(".dist-info")} == {"poolwarden"}, sorted(top)
+    assert top_level(wheel) == {"poolwarden"}
     extras = {line.split(":", 1)[1].strip() for line in metadata.splitlines()
               if line.startswith("Provides-Extra:")}
     assert {"async", "sync", "fastapi", "flask", "metrics"} <= extras, extras
@@ -122,3 +135,17 @@ print(json.dumps({{
     assert found["not_ours"] == [], found
     assert "/now" in found["routes"], found
     assert Path(found["poolwarden"]).is_relative_to(venv), found  # the wheel, not the tree
+
+
+@pytest.mark.parametrize(("project", "package", "requires"), [
+    ("app", "poolwarden_fastapi_app", "poolwarden[fastapi,metrics]==0.1.0"),
+    ("operator", "poolwarden_operator", "poolwarden==0.1.0"),
+])
+def test_the_app_and_the_operator_are_distributions_of_their_own(tree, tmp_path, project,
+                                                                 package, requires):
+    built = build_wheel(tree / project, tmp_path)
+    assert top_level(built) == {package}
+    with zipfile.ZipFile(built) as whl:
+        metadata = whl.read(next(n for n in whl.namelist()
+                                 if n.endswith(".dist-info/METADATA"))).decode()
+    assert f"Requires-Dist: {requires}" in metadata, metadata
