@@ -15,9 +15,13 @@ TRIXIE_ROOT    ?= $(TOOLS_DIR)/trixie-root
 # Debian trixie packages the host-side tests run from a chroot (the host is bookworm).
 TRIXIE_ROOT_PACKAGES := ca-certificates postgresql-17 postgresql-client-17 pgbouncer etcd-server etcd-client
 export PATH := $(TOOLS_BIN):$(VENV)/bin:$(PATH)
+# Every Python version the venv and the images share is written once, in constraints.txt;
+# $(call pins,NAME...) gives NAME==VERSION for each (and stops when one has none).
+CONSTRAINTS    := $(PROJECT_DIR)/constraints.txt
+pins = $(foreach p,$(1),$(or $(shell awk -F'==' 'tolower($$1) == tolower("$(p)") {print; exit}' $(CONSTRAINTS)),$(error $(p) has no version in constraints.txt)))
 # Wheels for the images' Python (3.13 of debian:trixie-slim), so image builds need no network:
 # $(PIP_DOWNLOAD_IMAGE_WHEELS) --dest DIR PACKAGE==VERSION...
-PIP_DOWNLOAD_IMAGE_WHEELS = $(VENV)/bin/pip download --quiet --only-binary=:all: \
+PIP_DOWNLOAD_IMAGE_WHEELS = $(VENV)/bin/pip download --quiet --only-binary=:all: -c $(CONSTRAINTS) \
   --python-version 3.13 --implementation cp --platform manylinux_2_28_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any
 
@@ -28,12 +32,14 @@ help: ## Show this help.
 
 ##@ Development
 .PHONY: venv
-venv: $(VENV)/.installed ## Create .venv with the package, the app, the operator and the test tools.
-$(VENV)/.installed: pyproject.toml
+venv: $(VENV)/.installed ## Create .venv: the library with every extra, both reference apps and the operator (all editable), the dev tools.
+$(VENV)/.installed: pyproject.toml app/pyproject.toml flask-app/pyproject.toml operator/pyproject.toml constraints.txt
 	@echo ">> python venv in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[app,operator,dev]'
+	$(VENV)/bin/pip install --quiet -c $(CONSTRAINTS) --upgrade pip
+	$(VENV)/bin/pip install --quiet -c $(CONSTRAINTS) \
+	  -e '$(PROJECT_DIR)[async,sync,fastapi,flask,metrics]' -e $(PROJECT_DIR)/app -e $(PROJECT_DIR)/flask-app \
+	  -e $(PROJECT_DIR)/operator --group '$(PROJECT_DIR)/pyproject.toml:dev'
 	@touch $@
 
 .PHONY: unit
@@ -53,5 +59,9 @@ trixie-root: ## Build the Debian trixie chroot that runs PostgreSQL 17, PgBounce
 
 ##@ Tests
 .PHONY: test
-test: venv dev-deps tools ## The README's test command: unit, integration (real PostgreSQL + PgBouncer) and control-plane tiers.
-	$(VENV)/bin/pytest tests/unit tests/integration tests/controlplane
+test: venv dev-deps tools ## The README's test command: unit, packaging, integration (real PostgreSQL + PgBouncer) and control-plane tiers.
+	$(VENV)/bin/pytest tests/unit tests/packaging tests/integration tests/controlplane
+
+.PHONY: packaging
+packaging: venv ## The wheel built from the tree, installed into a fresh venv: the CLI, every integration, no other top-level package.
+	$(VENV)/bin/pytest tests/packaging

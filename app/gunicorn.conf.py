@@ -1,4 +1,5 @@
-"""gunicorn settings for the app: `gunicorn -c app/gunicorn.conf.py 'app.main:create_app()'`.
+"""gunicorn settings for the app:
+`gunicorn -c app/gunicorn.conf.py 'poolwarden_fastapi_app.main:create_app()'`.
 
 Workers are uvicorn workers (the `uvicorn-worker` package). Each worker builds its own engine
 in the app's lifespan, so `--preload` is safe. Environment: POOLWARDEN_WORKERS (default 2),

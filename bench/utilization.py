@@ -2,10 +2,11 @@
 
 One PostgreSQL 17 (the budget = maxConnections - reserved), PgBouncer 1.24 replicas behind a
 round-robin TCP balancer (bench/tcplb.py, standing in for the PgBouncer Service), and app pods:
-each pod is one gunicorn process running the real app (`app.main:create_app()`, uvicorn
-workers) with the plan file and the PgBouncer database a planner gives it. Every transaction
-holds its connection for d seconds (`/probe/0?sleep=d`), long enough that the request rate
-stays far below what the machine serves, so throughput measures usable concurrency:
+each pod is one gunicorn process running the real app
+(`poolwarden_fastapi_app.main:create_app()`, uvicorn workers) with the plan file and the
+PgBouncer database a planner gives it. Every transaction holds its connection for d seconds
+(`/probe/0?sleep=d`), long enough that the request rate stays far below what the machine
+serves, so throughput measures usable concurrency:
 achieved concurrency = completed transactions/s x d.
 
 Scenarios (the plan is for every pod; the load goes where the scenario says):

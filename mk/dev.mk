@@ -21,16 +21,15 @@ integration: dev-deps ## Run the integration tests (real PostgreSQL 17 + PgBounc
 	$(VENV)/bin/pytest tests/integration
 
 ##@ Data-path images (built by `make images`)
-# Python packages baked into the app image (Python 3.13 of debian:trixie-slim), pinned to the
-# versions the tests run with.
+# Python packages baked into the app image (Python 3.13 of debian:trixie-slim), at the versions
+# of constraints.txt, which the venv (and so the tests) installs too.
 APP_WHEELS   ?= $(PROJECT_DIR)/.cache/wheels/app
-APP_PIP_PINS := fastapi==0.165.0 gunicorn==27.0.1 uvicorn==0.54.0 uvicorn-worker==0.4.0 \
-                sqlalchemy[asyncio]==2.1.9 asyncpg==0.32.0 pydantic-settings==2.16.3 \
-                prometheus-client==0.26.0 watchfiles==1.3.0
+APP_PIP_PINS := $(call pins,fastapi gunicorn uvicorn uvicorn-worker sqlalchemy greenlet asyncpg \
+                  pydantic-settings prometheus-client watchfiles)
 
 .PHONY: app-wheels
 app-wheels: $(APP_WHEELS)/.complete ## Download the app image's wheels (Python 3.13, manylinux) into .cache/wheels/app.
-$(APP_WHEELS)/.complete: mk/dev.mk | $(VENV)/.installed
+$(APP_WHEELS)/.complete: mk/dev.mk constraints.txt | $(VENV)/.installed
 	@echo ">> app-wheels: $(APP_PIP_PINS) -> $(APP_WHEELS)"
 	@mkdir -p $(APP_WHEELS)
 	$(PIP_DOWNLOAD_IMAGE_WHEELS) --dest $(APP_WHEELS) $(APP_PIP_PINS)

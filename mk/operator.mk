@@ -1,13 +1,14 @@
 ##@ Operator (kopf): image wheelhouse, local run, tests
 
-# Python packages baked into the operator image (Python 3.13 of debian:trixie-slim), pinned.
+# Python packages baked into the operator image (Python 3.13 of debian:trixie-slim), at the
+# versions of constraints.txt.
 OPERATOR_WHEELS      ?= $(PROJECT_DIR)/.cache/wheels/operator
-OPERATOR_PIP_PINS    := kopf==1.45.2 kubernetes==37.0.2 pyyaml==6.0.3 pip==25.3
+OPERATOR_PIP_PINS    := $(call pins,kopf kubernetes pyyaml pip)
 OPERATOR_NAMESPACE   ?= default
 
 .PHONY: operator-wheels
 operator-wheels: $(OPERATOR_WHEELS)/.complete ## Download the operator image's wheels (Python 3.13, manylinux) into .cache/wheels/operator.
-$(OPERATOR_WHEELS)/.complete: mk/operator.mk | $(VENV)/.installed
+$(OPERATOR_WHEELS)/.complete: mk/operator.mk constraints.txt | $(VENV)/.installed
 	@echo ">> operator-wheels: $(OPERATOR_PIP_PINS) -> $(OPERATOR_WHEELS)"
 	@mkdir -p $(OPERATOR_WHEELS)
 	$(PIP_DOWNLOAD_IMAGE_WHEELS) --dest $(OPERATOR_WHEELS) $(OPERATOR_PIP_PINS)

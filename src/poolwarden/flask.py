@@ -39,10 +39,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, g, jsonify
-from sqlalchemy import create_engine, exc, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+try:
+    from flask import Flask, current_app, g, jsonify
+    from sqlalchemy import create_engine, exc, text
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
+except ImportError as error:  # pragma: no cover (the packaging tier checks the message)
+    raise ImportError(f"poolwarden.flask needs the flask extra: pip install 'poolwarden[flask]' "
+                      f"({error})") from error
 
 from poolwarden import planfile, threaded
 

@@ -28,7 +28,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.engine import Engine
+try:
+    from sqlalchemy.engine import Engine
+except ImportError as error:  # pragma: no cover (the packaging tier checks the message)
+    raise ImportError(f"poolwarden.gunicorn needs the sync extra: pip install 'poolwarden[sync]' "
+                      f"({error})") from error
 
 from poolwarden import threaded
 from poolwarden.threaded import install_fork_guard

@@ -37,11 +37,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import watchfiles
-from sqlalchemy import event, exc, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry
+try:
+    import watchfiles
+    from sqlalchemy import event, exc, text
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy.pool import ConnectionPoolEntry
+except ImportError as error:  # pragma: no cover (the packaging tier checks the message)
+    raise ImportError(f"poolwarden.threaded needs the sync extra: pip install 'poolwarden[sync]' "
+                      f"({error})") from error
 
 from poolwarden import planfile, planreader, poolstatus
 

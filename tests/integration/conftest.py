@@ -52,7 +52,8 @@ def start_app(stack: devstack.Stack, tmp_path: Path) -> Iterator:
     started: list[App] = []
 
     def start(*, workers: int = 2, preload: bool = False, via_bouncer: bool = True,
-              plan: planfile.PoolPlan | None = None, wsgi: str = "app.main:create_app()",
+              plan: planfile.PoolPlan | None = None,
+              wsgi: str = "poolwarden_fastapi_app.main:create_app()",
               chdir: Path | None = None, wait_ready: bool = True, **env: str) -> App:
         port = devstack.free_port()
         name = f"app-{port}"

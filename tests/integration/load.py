@@ -37,13 +37,16 @@ def expected_answer(variant: int, value: int) -> int:
 
 async def probe_load(base_url: str, *, tasks: int, requests_per_task: int | None = None,
                      stop: asyncio.Event | None = None, sleep: float = 0.0,
-                     max_seconds: float = 120.0, result: LoadResult | None = None
-                     ) -> LoadResult:
+                     max_seconds: float = 120.0, result: LoadResult | None = None,
+                     spread: bool = False) -> LoadResult:
     """`tasks` concurrent loops, each with its own statement (variant); bounded by count,
-    by `stop`, and always by `max_seconds`."""
+    by `stop`, and always by `max_seconds`. `spread`: a new connection per request, so the
+    kernel spreads the requests over every worker (kept-alive connections stay with the
+    worker that accepted them)."""
     result = result if result is not None else LoadResult()  # pass one to watch progress
     deadline = time.monotonic() + max_seconds
     limits = httpx.Limits(max_connections=tasks, max_keepalive_connections=tasks)
+    headers = {"Connection": "close"} if spread else {}
     async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
 
         async def loop(variant: int) -> None:
@@ -60,7 +63,8 @@ async def probe_load(base_url: str, *, tasks: int, requests_per_task: int | None
                     params["sleep"] = sleep
                 started = time.perf_counter()
                 try:
-                    response = await client.get(f"/probe/{variant}", params=params)
+                    response = await client.get(f"/probe/{variant}", params=params,
+                                                headers=headers)
                 except httpx.HTTPError as exc:
                     result.failed += 1
                     result.errors.append(f"{type(exc).__name__}: {exc}")

@@ -1,4 +1,5 @@
-"""Many concurrent tasks, each running its own SQL text, on the app's own engine (app.db).
+"""Many concurrent tasks, each running its own SQL text, on the app's own engine (its
+settings, `poolwarden.aio.build_engine`).
 
 Runs inside a separate process (spawned, never forked), like a gunicorn worker.
 """
@@ -9,8 +10,8 @@ import asyncio
 
 from sqlalchemy import text
 
-from app import config, db
-from poolwarden import planfile
+from poolwarden import aio, planfile
+from poolwarden_fastapi_app import config
 
 
 def statement(variant: int):
@@ -23,7 +24,8 @@ def expected(variant: int, value: int) -> int:
 
 
 async def _run(settings: config.Settings, variants: list[int], queries: int) -> dict:
-    engine = db.build_engine(settings, planfile.PoolPlan(pool_size=5, max_overflow=0))
+    engine = aio.build_engine(settings.url(), planfile.PoolPlan(pool_size=5, max_overflow=0),
+                              settings.engine_options())
     counts = {"ok": 0, "wrong": 0, "failed": 0, "errors": []}
 
     async def task(variant: int) -> None:

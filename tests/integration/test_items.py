@@ -7,7 +7,8 @@ import time
 import asyncpg
 import httpx
 
-from app import config, db
+from poolwarden import aio
+from poolwarden_fastapi_app import config
 
 
 def test_create_read_list_items_through_pgbouncer(start_app, stack):
@@ -39,7 +40,7 @@ def test_server_settings_pass_through_pgbouncer(stack):
     settings = config.Settings(db_host="127.0.0.1", db_port=stack.bouncer_port, db_name="app",
                                db_user="app", db_password=stack.app_password,
                                instance="pod-a")
-    args = db.connect_args(settings)
+    args = aio.connect_args(settings.engine_options())
 
     async def check() -> tuple[str, str]:
         conn = await asyncpg.connect(host="127.0.0.1", port=stack.bouncer_port, user="app",
@@ -55,7 +56,7 @@ def test_server_settings_pass_through_pgbouncer(stack):
     import asyncio
 
     name, jit = asyncio.run(check())
-    assert name == db.application_name(settings)
+    assert name == aio.application_name(settings.instance)
     assert name.startswith("pod-a/")
     assert jit == "off"
 
@@ -153,27 +154,25 @@ def test_read_only_session_reads_and_refuses_writes(stack):
     import pytest
     from sqlalchemy import exc, text
 
-    from app import deps, metrics, pool, runtime
-    from poolwarden import planfile
+    from poolwarden import fastapi, planfile
+    from poolwarden_fastapi_app import models
 
     settings = config.Settings(db_host="127.0.0.1", db_port=stack.bouncer_port, db_name="app",
                                db_user="app", db_password=stack.app_password, instance="ro-test")
 
     async def scenario() -> None:
-        pools = pool.Pools(lambda plan: db.build_engine(settings, plan),
-                           planfile.PoolPlan(pool_size=1, max_overflow=0))
-        rt = runtime.Runtime(settings=settings, pools=pools, watcher=None,  # type: ignore[arg-type]
-                             metrics=metrics.Metrics())
+        engine = aio.PlanEngine(aio.engine_factory(settings.url(), settings.engine_options()),
+                                planfile.PoolPlan(pool_size=1, max_overflow=0))
         try:
-            await db.create_schema(pools.current.engine)
-            session_gen = deps.get_readonly_session(rt)
+            await aio.create_all_when_reachable(engine, models.Base.metadata)
+            session_gen = fastapi.get_readonly_session(engine)
             session = await anext(session_gen)
             await session.execute(text("SELECT count(*) FROM items"))  # reads work
             with pytest.raises(exc.DBAPIError, match="read-only transaction"):
                 await session.execute(text("INSERT INTO items (name, note) VALUES ('ro', '')"))
             await session_gen.aclose()  # the dependency's cleanup: roll back, return the conn
-            assert pools.status()["checked_out"] == 0
+            assert engine.status()["checked_out"] == 0
         finally:
-            await pools.close()
+            await engine.close()
 
     asyncio.run(scenario())

@@ -1,8 +1,8 @@
 """asyncpg behind PgBouncer's transaction mode is correct by construction.
 
 50 concurrent tasks x 200 queries, each task with its own SQL text, spread over 2 worker
-processes, on the app's own engine (app.db.build_engine): zero errors and zero wrong answers,
-with both supported set-ups:
+processes, on the app's own engine (`poolwarden.aio.build_engine` with its settings): zero
+errors and zero wrong answers, with both supported set-ups:
   * PgBouncer tracks prepared statements (max_prepared_statements > 0) + asyncpg's cache on;
   * PgBouncer does not (as before 1.21) + the app's fallback (POOLWARDEN_STATEMENT_CACHE=false).
 The control case (no tracking, cache on: asyncpg's defaults) fails, which is what the two

@@ -1,4 +1,4 @@
-"""app.config.Settings: POOLWARDEN_* environment, defaults, validation."""
+"""poolwarden_fastapi_app.config.Settings: POOLWARDEN_* environment, defaults, validation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from app import config
+from poolwarden_fastapi_app import config
 
 
 def test_reads_poolwarden_environment(monkeypatch):

@@ -1,5 +1,6 @@
-"""app.errors: the OpenAPI document lists every status the app answers, and a 405 names every
-method of the path (the real app object, in process; no database needed for these)."""
+"""poolwarden_fastapi_app.errors: the OpenAPI document lists every status the app answers,
+and a 405 names every method of the path (the real app object, in process; no database
+needed for these)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import exc
 
-from app import errors, main
+from poolwarden_fastapi_app import errors, main
 
 APP = main.create_app()
 PATHS = APP.openapi()["paths"]

@@ -1,4 +1,5 @@
-"""app.models: the API shapes accept only what the columns can store (no server needed)."""
+"""poolwarden_fastapi_app.models: the API shapes accept only what the columns can store (no
+server needed)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from app import models
+from poolwarden_fastapi_app import models
 
 
 @pytest.mark.parametrize("field", ["name", "note"])

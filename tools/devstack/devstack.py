@@ -332,7 +332,8 @@ class Stack:
 
     # -- the app --------------------------------------------------------------------------
     def start_app(self, *, workers: int = 2, preload: bool = False, via_bouncer: bool = True,
-                  port: int | None = None, name: str = "app", wsgi: str = "app.main:create_app()",
+                  port: int | None = None, name: str = "app",
+                  wsgi: str = "poolwarden_fastapi_app.main:create_app()",
                   chdir: Path | None = None, wait_ready: bool = True,
                   **env_overrides: str) -> subprocess.Popen:
         port = port or self.app_port

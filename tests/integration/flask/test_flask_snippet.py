@@ -1,34 +1,30 @@
-"""The README's Flask snippet, as printed there, under gunicorn gthread with --preload: it
-serves from every worker through PgBouncer, answers /pool, and follows the plan file. Only
-the database URL is replaced (by this stack's)."""
+"""The README's Flask snippet, read from README.md as printed there, under gunicorn gthread
+with --preload: it serves from every worker through PgBouncer, answers /pool, and follows the
+plan file. Only the database URL is replaced (by this stack's)."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import httpx
 
 from poolwarden import planfile
 
-README_APP = '''\
-from flask import Flask
-from sqlalchemy import text
-from poolwarden.flask import PoolWarden
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "packaging"))
+import readme  # noqa: E402
 
-app = Flask(__name__)
-db = PoolWarden(app, url="postgresql+psycopg://app:secret@pgbouncer:6432/app", status_path="/pool")
-
-@app.get("/now")
-def now():
-    return {"now": db.readonly_session.scalar(text("SELECT now()::text"))}
-'''
-README_GUNICORN_CONF = '''\
-from poolwarden.gunicorn import post_fork, post_worker_init, when_ready  # noqa: F401
-'''
-README_COMMAND = "gunicorn -c gunicorn.conf.py -k gthread -w 2 --threads 4 --preload app:app"
+README_APP = readme.flask_snippet()
+README_GUNICORN_CONF = readme.flask_gunicorn_conf()
+README_COMMAND = readme.flask_command()
 README_URL = "postgresql+psycopg://app:secret@pgbouncer:6432/app"
 
 
 def test_readme_flask_snippet_serves_and_follows_the_plan(start_flask, stack, tmp_path):
     url = stack.dsn(via_bouncer=True).replace("postgresql://", "postgresql+psycopg://")
+    assert README_URL in README_APP
+    words = README_COMMAND.split()
+    assert words[:3] == ["gunicorn", "-c", "gunicorn.conf.py"] and words[-1] == "app:app", words
     (tmp_path / "app.py").write_text(README_APP.replace(README_URL, url))
     (tmp_path / "gunicorn.conf.py").write_text(README_GUNICORN_CONF)
     args = README_COMMAND.split()[3:-1]  # -k gthread -w 2 --threads 4 --preload

@@ -1,6 +1,7 @@
 """The anti-pattern from the seed article, for the --preload test to replay: the engine is
 built at import and used before gunicorn forks, so every worker inherits the same pooled
-connection. Never do this; app/app/main.py builds its engine in each worker's lifespan."""
+connection. Never do this; the reference app (poolwarden.fastapi) builds its engine in each
+worker's lifespan."""
 
 import asyncio
 import os

@@ -1,9 +1,10 @@
-"""app.pool.Pools: the pool swap. Engines are real SQLAlchemy engines that never connect."""
+"""poolwarden.aio.PlanEngine: the pool swap. Engines are real SQLAlchemy engines that never
+connect."""
 
 from __future__ import annotations
 
-from app import config, db, pool
-from poolwarden import planfile
+from poolwarden import aio, planfile
+from poolwarden_fastapi_app import config
 
 SETTINGS = config.Settings(db_host="127.0.0.1", db_port=1, db_password="x")
 
@@ -12,8 +13,8 @@ def plan(size: int, overflow: int = 0, generation: int = 1) -> planfile.PoolPlan
     return planfile.PoolPlan(pool_size=size, max_overflow=overflow, generation=generation)
 
 
-def make_pools(initial: planfile.PoolPlan) -> pool.Pools:
-    return pool.Pools(lambda p: db.build_engine(SETTINGS, p), initial)
+def make_pools(initial: planfile.PoolPlan) -> aio.PlanEngine:
+    return aio.PlanEngine(aio.engine_factory(SETTINGS.url(), SETTINGS.engine_options()), initial)
 
 
 async def test_swap_builds_a_new_pool_and_disposes_the_idle_old_one():

@@ -1,4 +1,4 @@
-"""app.planwatch.PlanWatcher: what a plan file change does (real files and a real watch;
+"""poolwarden.aio.PlanWatcher: what a plan file change does (real files and a real watch;
 real engines that never connect, no server)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-from app import config, db, planwatch, pool
-from poolwarden import planfile
+from poolwarden import aio, planfile
+from poolwarden_fastapi_app import config
 
 DEFAULT = planfile.PoolPlan(pool_size=5, max_overflow=0)
 SETTINGS = config.Settings(db_host="127.0.0.1", db_port=1, db_password="x")  # never connects
@@ -21,7 +21,7 @@ def write(path, plan: planfile.PoolPlan) -> None:
 
 
 def test_no_file_uses_the_defaults_quietly(tmp_path, caplog):
-    watcher = planwatch.PlanWatcher(tmp_path / "plan.json", DEFAULT)
+    watcher = aio.PlanWatcher(tmp_path / "plan.json", DEFAULT)
     with caplog.at_level(logging.INFO):
         assert watcher.initial() == DEFAULT
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -31,7 +31,7 @@ def test_valid_file_then_unchanged_bytes_do_nothing(tmp_path):
     path = tmp_path / "plan.json"
     plan = planfile.PoolPlan(pool_size=3, max_overflow=1, generation=2)
     write(path, plan)
-    watcher = planwatch.PlanWatcher(path, DEFAULT)
+    watcher = aio.PlanWatcher(path, DEFAULT)
     assert watcher.initial() == plan
     assert watcher.read() is None  # same bytes: nothing new
 
@@ -40,7 +40,7 @@ def test_bad_file_keeps_last_good_and_logs_once_per_problem(tmp_path, caplog):
     path = tmp_path / "plan.json"
     good = planfile.PoolPlan(pool_size=3, max_overflow=1, generation=2)
     write(path, good)
-    watcher = planwatch.PlanWatcher(path, DEFAULT)
+    watcher = aio.PlanWatcher(path, DEFAULT)
     watcher.initial()
     with caplog.at_level(logging.ERROR):
         path.write_text("{ broken")
@@ -78,8 +78,9 @@ async def test_watch_survives_its_directory_being_replaced(tmp_path, how):
     directory.mkdir()
     path = directory / "plan.json"
     write(path, planfile.PoolPlan(pool_size=2, max_overflow=0, generation=1))
-    watcher = planwatch.PlanWatcher(path, DEFAULT)
-    pools = pool.Pools(lambda p: db.build_engine(SETTINGS, p), watcher.initial())
+    watcher = aio.PlanWatcher(path, DEFAULT)
+    pools = aio.PlanEngine(aio.engine_factory(SETTINGS.url(), SETTINGS.engine_options()),
+                           watcher.initial())
     stop = asyncio.Event()
     task = asyncio.create_task(watcher.run(pools, stop))
     try:

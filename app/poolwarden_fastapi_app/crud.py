@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import models
+from poolwarden_fastapi_app import models
 
 
 async def create_item(*, session: AsyncSession, item_create: models.ItemCreate) -> models.Item:

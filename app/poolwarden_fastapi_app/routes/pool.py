@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST
 
-from app import deps
+from poolwarden import metrics
+from poolwarden_fastapi_app.runtime import RuntimeDep
 
 router = APIRouter(tags=["pool"])
 
 
 @router.get("/pool")
-async def pool_status(rt: deps.RuntimeDep) -> dict[str, object]:
-    status = rt.pools.status()
-    rt.metrics.observe_pool(status)
-    return status
+async def pool_status(rt: RuntimeDep) -> dict[str, object]:
+    rt.engine.observe()
+    return rt.engine.status()
 
 
 @router.get("/metrics", response_class=Response, responses={
     200: {"content": {"text/plain": {"schema": {"type": "string"}}},
           "description": "Prometheus text exposition format"},
 })
-async def metrics(rt: deps.RuntimeDep) -> Response:
-    rt.metrics.observe_pool(rt.pools.status())
-    return Response(rt.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+async def metrics_exposition(rt: RuntimeDep) -> Response:
+    rt.engine.observe()
+    return Response(rt.metrics.exposition(), media_type=metrics.CONTENT_TYPE)

@@ -1,5 +1,8 @@
 """The app's settings: one typed object per process, read from POOLWARDEN_* variables.
 
+What they mean for the engine (`url`, `engine_options`, `default_plan`) is handed to the
+plan-following engine of `poolwarden.aio`.
+
 Built in the FastAPI lifespan (after gunicorn forks), never at import. The pool size and
 overflow here are the defaults used until a plan file exists; the plan file wins afterwards.
 """
@@ -12,6 +15,9 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import URL
+
+from poolwarden import aio, planfile
 
 
 class Settings(BaseSettings):
@@ -57,3 +63,25 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(1, ge=1)
     create_schema: bool = True
     log_level: str = "INFO"
+
+    def url(self) -> URL:
+        return URL.create(
+            "postgresql+asyncpg",
+            username=self.db_user,
+            password=self.db_password.get_secret_value(),
+            host=self.db_host,
+            port=self.db_port,
+            database=self.db_name,
+        )
+
+    def engine_options(self) -> aio.EngineOptions:
+        return aio.EngineOptions(
+            pool_timeout=self.pool_timeout, pool_recycle=self.pool_recycle,
+            pool_pre_ping=self.pool_pre_ping, null_pool=self.pool_class == "null",
+            statement_cache=self.statement_cache, instance=self.instance,
+            connect_timeout=self.connect_timeout, command_timeout=self.command_timeout,
+            jit=self.jit, slow_query_seconds=self.slow_query_seconds)
+
+    def default_plan(self) -> planfile.PoolPlan:
+        """The pool until a plan file exists."""
+        return planfile.PoolPlan(pool_size=self.pool_size, max_overflow=self.max_overflow)

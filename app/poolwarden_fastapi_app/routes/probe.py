@@ -13,7 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import text
 
-from app import deps, errors
+from poolwarden.fastapi import ReadOnlySessionDep
+from poolwarden_fastapi_app import errors
 
 router = APIRouter(prefix="/probe", tags=["probe"], responses=errors.UNAVAILABLE_RESPONSES)
 VARIANTS = 1000
@@ -21,7 +22,7 @@ VARIANTS = 1000
 
 @router.get("/{variant}")
 async def probe(
-    session: deps.ReadOnlySessionDep,
+    session: ReadOnlySessionDep,
     variant: Annotated[int, Path(ge=0, lt=VARIANTS)],
     value: Annotated[int, Query(ge=-(2**31), lt=2**31)] = 0,
     sleep: Annotated[float, Query(ge=0, le=5)] = 0.0,

@@ -20,7 +20,7 @@ from sqlalchemy import exc
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
-log = logging.getLogger("app.errors")
+log = logging.getLogger("poolwarden_fastapi_app.errors")
 
 UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
 """SQLSTATE prefixes that mean "not now", not "wrong request": connection exceptions (08, also

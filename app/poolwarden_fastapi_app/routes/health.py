@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import exc, text
 
-from app import deps, errors
+from poolwarden_fastapi_app import errors
+from poolwarden_fastapi_app.runtime import RuntimeDep
 
 router = APIRouter(tags=["health"])
 
@@ -36,7 +37,7 @@ async def healthz() -> dict[str, str]:
     503: {"model": Readiness, "headers": errors.RETRY_AFTER,
           "description": "not ready: schema not created yet, or the database does not answer"},
 })
-async def readyz(rt: deps.RuntimeDep, database: bool = True) -> JSONResponse:
+async def readyz(rt: RuntimeDep, database: bool = True) -> JSONResponse:
     if not rt.schema_ready:
         return JSONResponse({"status": "not ready", "reason": "schema not created yet"},
                             status_code=503,
@@ -45,7 +46,7 @@ async def readyz(rt: deps.RuntimeDep, database: bool = True) -> JSONResponse:
         return JSONResponse({"status": "ready", "database": "not checked"})
     try:
         async with asyncio.timeout(rt.settings.readiness_timeout):
-            async with rt.pools.lease() as slot, slot.engine.connect() as conn:
+            async with rt.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
     except (TimeoutError, OSError, exc.SQLAlchemyError) as error:
         return JSONResponse({"status": "not ready", "reason": type(error).__name__},

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from app import crud, deps, errors, models
+from poolwarden.fastapi import ReadOnlySessionDep, SessionDep
+from poolwarden_fastapi_app import crud, errors, models
 
 router = APIRouter(prefix="/items", tags=["items"], responses=errors.UNAVAILABLE_RESPONSES)
 ItemId = Annotated[int, Path(ge=models.BIGINT_MIN, le=models.BIGINT_MAX)]  # the id column
@@ -14,13 +15,13 @@ ItemId = Annotated[int, Path(ge=models.BIGINT_MIN, le=models.BIGINT_MAX)]  # the
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=models.ItemPublic,
              responses=errors.BAD_BODY_RESPONSES)
-async def create_item(item_create: models.ItemCreate, session: deps.SessionDep) -> models.Item:
+async def create_item(item_create: models.ItemCreate, session: SessionDep) -> models.Item:
     return await crud.create_item(session=session, item_create=item_create)
 
 
 @router.get("/{item_id}", response_model=models.ItemPublic,
             responses=errors.NOT_FOUND_RESPONSES)
-async def read_item(item_id: ItemId, session: deps.ReadOnlySessionDep) -> models.Item:
+async def read_item(item_id: ItemId, session: ReadOnlySessionDep) -> models.Item:
     item = await crud.get_item(session=session, item_id=item_id)
     if item is None:
         raise HTTPException(status_code=404, detail=f"item {item_id} not found")
@@ -29,7 +30,7 @@ async def read_item(item_id: ItemId, session: deps.ReadOnlySessionDep) -> models
 
 @router.get("", response_model=list[models.ItemPublic])
 async def list_items(
-    session: deps.ReadOnlySessionDep,
+    session: ReadOnlySessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=models.BIGINT_MAX)] = 0,  # OFFSET is a bigint
 ) -> list[models.Item]:

@@ -1,5 +1,6 @@
-"""app.db: the engine's connection arguments for each prepared-statement mode, and the pool
-settings taken from the plan (engines are built, never connected: no server needed)."""
+"""poolwarden.aio.build_engine (with the reference app's settings): the engine's connection
+arguments for each prepared-statement mode, and the pool settings taken from the plan
+(engines are built, never connected: no server needed)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import os
 
 from sqlalchemy.pool import NullPool
 
-from app import config, db
-from poolwarden import planfile
+from poolwarden import aio, planfile
+from poolwarden_fastapi_app import config
 
 
 def settings(**overrides) -> config.Settings:
@@ -24,15 +25,19 @@ def settings(**overrides) -> config.Settings:
     return config.Settings(**{**values, **overrides})
 
 
+def build(s: config.Settings, plan: planfile.PoolPlan):
+    return aio.build_engine(s.url(), plan, s.engine_options())
+
+
 def test_statement_cache_on_keeps_asyncpg_defaults():
-    args = db.connect_args(settings(statement_cache=True))
+    args = aio.connect_args(settings(statement_cache=True).engine_options())
     assert "statement_cache_size" not in args
     assert "prepared_statement_name_func" not in args
     assert args["server_settings"] == {"application_name": f"pod-1/{os.getpid()}", "jit": "off"}
 
 
 def test_statement_cache_off_is_the_pgbouncer_fallback():
-    args = db.connect_args(settings(statement_cache=False))
+    args = aio.connect_args(settings(statement_cache=False).engine_options())
     assert args["statement_cache_size"] == 0
     assert args["prepared_statement_cache_size"] == 0
     names = {args["prepared_statement_name_func"]() for _ in range(100)}
@@ -40,13 +45,13 @@ def test_statement_cache_off_is_the_pgbouncer_fallback():
 
 
 def test_application_name_fits_postgres_limit():
-    name = db.application_name(settings(instance="x" * 100))
+    name = aio.application_name(settings(instance="x" * 100).instance)
     assert len(name) <= 63
     assert name.endswith(f"/{os.getpid()}")  # the worker stays identifiable
 
 
 def test_engine_pool_follows_the_plan():
-    engine = db.build_engine(
+    engine = build(
         settings(pool_timeout=0.5, pool_recycle=60),
         planfile.PoolPlan(pool_size=3, max_overflow=2, generation=4),
     )
@@ -62,7 +67,7 @@ def test_engine_pool_follows_the_plan():
 
 
 def test_null_pool_for_comparison():
-    engine = db.build_engine(
+    engine = build(
         settings(pool_class="null"), planfile.PoolPlan(pool_size=3, max_overflow=0)
     )
     try:

@@ -1,1 +1,0 @@
-"""The poolwarden reference service: FastAPI + SQLAlchemy (async, asyncpg) behind PgBouncer."""
