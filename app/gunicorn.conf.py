@@ -7,8 +7,12 @@ POOLWARDEN_BIND (default 0.0.0.0:8000), PROMETHEUS_MULTIPROC_DIR (created if uns
 """
 
 import os
-import shutil
-import tempfile
+
+from poolwarden import multiproc
+
+# The workers' Prometheus metrics directory, emptied at every start, before the app (and
+# prometheus-client, which reads it once) is imported.
+multiproc.prepare()
 
 bind = os.environ.get("POOLWARDEN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("POOLWARDEN_WORKERS", "2"))
@@ -22,30 +26,14 @@ loglevel = os.environ.get("POOLWARDEN_LOG_LEVEL", "info").lower()
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
-def on_starting(server):
-    """One directory for the workers' Prometheus metrics, emptied at every start."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not path:
-        path = tempfile.mkdtemp(prefix="poolwarden-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    os.makedirs(path, exist_ok=True)
-    for name in os.listdir(path):
-        full = os.path.join(path, name)
-        if os.path.isfile(full):
-            os.unlink(full)
-    server.log.info("prometheus multiprocess dir: %s", path)
-
-
 def child_exit(server, worker):
-    from prometheus_client import multiprocess
+    from poolwarden import metrics  # prometheus-client: imported only after prepare()
 
-    multiprocess.mark_process_dead(worker.pid)
+    metrics.mark_process_dead(worker.pid)
 
 
 def on_exit(server):
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
-    if os.path.basename(path).startswith("poolwarden-metrics-"):
-        shutil.rmtree(path, ignore_errors=True)
+    multiproc.remove()
 
 
 # gunicorn >= 24 opens a control socket at a fixed path; several apps on one host would clash.

@@ -9,10 +9,13 @@ POOLWARDEN_BIND (default 0.0.0.0:8000), PROMETHEUS_MULTIPROC_DIR (created if uns
 """
 
 import os
-import shutil
-import tempfile
 
+from poolwarden import multiproc
 from poolwarden.gunicorn import post_fork, post_worker_init, when_ready  # noqa: F401  (hooks)
+
+# The workers' Prometheus metrics directory, emptied at every start. Here, not in on_starting:
+# with --preload the app (and prometheus-client, which reads it once) is imported before it.
+multiproc.prepare()
 
 bind = os.environ.get("POOLWARDEN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("POOLWARDEN_WORKERS", "2"))
@@ -30,25 +33,11 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 control_socket_disable = True
 
 
-# The workers' Prometheus metrics directory, emptied at every start. Set here, not in
-# on_starting: with --preload the app (and prometheus_client) is imported before that hook.
-_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if not _metrics_dir:
-    _metrics_dir = tempfile.mkdtemp(prefix="poolwarden-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
-os.makedirs(_metrics_dir, exist_ok=True)
-for _name in os.listdir(_metrics_dir):
-    if os.path.isfile(os.path.join(_metrics_dir, _name)):
-        os.unlink(os.path.join(_metrics_dir, _name))
-
-
 def child_exit(server, worker):
-    from prometheus_client import multiprocess
+    from poolwarden import metrics  # prometheus-client: imported only after prepare()
 
-    multiprocess.mark_process_dead(worker.pid)
+    metrics.mark_process_dead(worker.pid)
 
 
 def on_exit(server):
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
-    if os.path.basename(path).startswith("poolwarden-metrics-"):
-        shutil.rmtree(path, ignore_errors=True)
+    multiproc.remove()

@@ -9,7 +9,8 @@ from flask import current_app
 
 from poolwarden import threaded
 from poolwarden.flask import PoolWarden
-from poolwarden_flask_app import config, db, metrics
+from poolwarden.metrics import PoolMetrics
+from poolwarden_flask_app import config, db
 
 pw = PoolWarden()
 
@@ -21,14 +22,14 @@ class Runtime:
     settings: config.Settings
     pools: threaded.Pools
     schema: db.Schema
-    _metrics: metrics.Metrics | None = None
+    _metrics: PoolMetrics | None = None
     _metrics_pid: int = 0
 
     @property
-    def metrics(self) -> metrics.Metrics:
+    def metrics(self) -> PoolMetrics:
         """This process's metrics, made at first use (never in a --preload master)."""
         if self._metrics is None or self._metrics_pid != os.getpid():
-            self._metrics, self._metrics_pid = metrics.Metrics(), os.getpid()
+            self._metrics, self._metrics_pid = PoolMetrics(), os.getpid()
         return self._metrics
 
 

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import exc, select, text
 
+from poolwarden import metrics as poolwarden_metrics
 from poolwarden_flask_app import models
 from poolwarden_flask_app.extensions import pw, runtime
 
@@ -141,7 +142,7 @@ def pool_status() -> Any:
 def metrics() -> Response:
     rt = runtime()
     rt.metrics.observe_pool(pw.status())
-    return Response(rt.metrics.exposition(), mimetype="text/plain; version=0.0.4")
+    return Response(rt.metrics.exposition(), content_type=poolwarden_metrics.CONTENT_TYPE)
 
 
 def install_error_handlers(app: Any) -> None:
