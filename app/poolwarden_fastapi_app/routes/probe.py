@@ -30,7 +30,11 @@ async def probe(
     # `variant` is a validated integer: it only selects which of VARIANTS statements runs.
     statement = text(
         f"SELECT CAST(:value AS bigint) * {variant + 1} + {variant} AS answer, "
+        f"pg_backend_pid() AS backend, "
         f"pg_sleep(CAST(:sleep AS float8)) IS NULL AS slept /* variant {variant} */"
     )
-    answer = (await session.execute(statement, {"value": value, "sleep": sleep})).scalar_one()
-    return {"variant": variant, "value": value, "answer": answer, "pid": os.getpid()}
+    row = (await session.execute(statement, {"value": value, "sleep": sleep})).one()
+    # backend: the PostgreSQL (or, behind PgBouncer, the server connection's) process that
+    # answered; two workers never see the same one at once unless a connection crossed a fork.
+    return {"variant": variant, "value": value, "answer": row.answer, "pid": os.getpid(),
+            "backend": row.backend}
