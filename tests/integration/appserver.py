@@ -65,3 +65,16 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def plan_file_for(tmp_path: Path, name: str, plan: planfile.PoolPlan | None,
+                  env: dict[str, str]) -> Path:
+    """The plan file of one started app (written when `plan` is given), and the env naming it
+    and the instance (unless the caller set them)."""
+    path = tmp_path / name / "plan.json"
+    path.parent.mkdir(parents=True)
+    if plan is not None:
+        write_atomically(path, planfile.render(plan))
+    env.setdefault("POOLWARDEN_INSTANCE", name)
+    env.setdefault("POOLWARDEN_PLAN_FILE", str(path))
+    return path

@@ -19,7 +19,7 @@ from poolwarden import planfile
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools" / "devstack"))
 import devstack  # noqa: E402
-from appserver import App, write_atomically  # noqa: E402
+from appserver import App, plan_file_for  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -57,12 +57,7 @@ def start_app(stack: devstack.Stack, tmp_path: Path) -> Iterator:
               chdir: Path | None = None, wait_ready: bool = True, **env: str) -> App:
         port = devstack.free_port()
         name = f"app-{port}"
-        plan_file = tmp_path / name / "plan.json"
-        plan_file.parent.mkdir(parents=True)
-        if plan is not None:
-            write_atomically(plan_file, planfile.render(plan))
-        env.setdefault("POOLWARDEN_INSTANCE", name)
-        env.setdefault("POOLWARDEN_PLAN_FILE", str(plan_file))
+        plan_file = plan_file_for(tmp_path, name, plan, env)
         proc = stack.start_app(workers=workers, preload=preload, via_bouncer=via_bouncer,
                                port=port, name=name, wsgi=wsgi, chdir=chdir,
                                wait_ready=wait_ready, **env)

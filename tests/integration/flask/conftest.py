@@ -9,7 +9,7 @@ from pathlib import Path
 
 import devstack
 import pytest
-from appserver import App, write_atomically
+from appserver import App, plan_file_for
 
 from poolwarden import planfile
 
@@ -30,12 +30,7 @@ def start_flask(stack: devstack.Stack, tmp_path: Path) -> Iterator:
               wait_ready: bool = True, args: tuple[str, ...] = (), **env: str) -> App:
         port = devstack.free_port()
         name = f"flask-{port}"
-        plan_file = tmp_path / name / "plan.json"
-        plan_file.parent.mkdir(parents=True)
-        if plan is not None:
-            write_atomically(plan_file, planfile.render(plan))
-        env.setdefault("POOLWARDEN_INSTANCE", name)
-        env.setdefault("POOLWARDEN_PLAN_FILE", str(plan_file))
+        plan_file = plan_file_for(tmp_path, name, plan, env)
         env.update(POOLWARDEN_WORKERS=str(workers), POOLWARDEN_THREADS=str(threads),
                    POOLWARDEN_PRELOAD="true" if preload else "false")
         full_env = dict(devstack.os.environ, **stack.app_env(via_bouncer=via_bouncer, **env))
