@@ -51,7 +51,7 @@ async def reconcile(
         generation, files = desired.files(namespace, name, spec, plan, previous, written)
     except (desired.SpecError, planner.PlannerError) as exc:
         reason = exc.reason if isinstance(exc, desired.SpecError) else "InvalidBudget"
-        inputs = (deployments, pods, [overlap, discovery], configmaps)
+        inputs = (deployments, pods, [overlap, discovery], configmaps, written)
         await _invalid(client, budget, spec, exc, reason, observed, *inputs)
         return
 
@@ -255,17 +255,18 @@ async def _invalid(
     pods: desired.Pods,
     conditions: list[dict[str, Any]],
     configmaps: dict[str, kube.JSON | None],
+    written: int,
 ) -> None:
     """Fail safe: PgBouncer gets ``max(1, budget // pods)``, never the old, larger limits.
 
-    ``spec`` is the budget's with the consumers joined by label (each keeps its alias).
+    ``spec`` is the budget's with the consumers joined by label (each keeps its alias);
+    ``configmaps`` and ``written`` are the pass's one read of the owned ConfigMaps.
     """
     meta = budget["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     previous = budget.get("status") or {}
     overlap = conditions[0]
     safe = desired.safe_pgbouncer(spec, deployments, pods)
-    written = _written_generation(name, spec, configmaps)
     generation, sizing = desired.sizing_file(
         namespace, name, spec, safe.pgbouncer, previous, written
     )
