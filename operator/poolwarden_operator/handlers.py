@@ -14,7 +14,17 @@ from typing import Any
 
 import kopf
 
-from poolwarden_operator import coalesce, config, desired, drift, kube, names, reconcile, retry
+from poolwarden_operator import (
+    coalesce,
+    config,
+    desired,
+    drift,
+    kube,
+    metrics,
+    names,
+    reconcile,
+    retry,
+)  # fmt: skip
 
 BUDGETS = (names.GROUP, names.VERSION, names.PLURAL)
 HPAS = ("autoscaling", "v2", "horizontalpodautoscalers")
@@ -35,9 +45,19 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     )
     settings.watching.server_timeout = 300
     memo.kube = kube.Kube.connect(os.environ.get("POD_NAME") or socket.gethostname())
+    memo.ledger = metrics.Ledger()
+    memo.metrics = None
+    if memo.settings.metrics_port:
+        memo.metrics = metrics.serve(
+            memo.ledger, memo.settings.metrics_host, memo.settings.metrics_port
+        )
 
     async def work(key: Any) -> None:
-        await reconcile.reconcile(memo.kube, *key, watched=memo.settings.consumer_namespaces)
+        after = await reconcile.reconcile(
+            memo.kube, *key, watched=memo.settings.consumer_namespaces
+        )
+        found = None if after is None else metrics.samples(*key, after["spec"], after["status"])
+        memo.ledger.set(key, found)
 
     memo.coalescer = coalesce.Coalescer(work)
     memo.retrier = retry.Retrier(memo.coalescer)
@@ -55,6 +75,8 @@ async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
     await asyncio.gather(memo.drift, return_exceptions=True)
     await memo.retrier.close()
     await memo.coalescer.close()
+    if memo.metrics is not None:
+        memo.metrics.shutdown()
     memo.kube.close()
 
 

@@ -20,11 +20,15 @@ log = logging.getLogger(__name__)
 
 async def reconcile(
     client: kube.Kube, namespace: str, name: str, watched: tuple[str, ...] = ()
-) -> None:
-    """One pass; ``watched`` are the other namespaces the operator watches (and may write in)."""
+) -> kube.JSON | None:
+    """One pass; ``watched`` are the other namespaces the operator watches (and may write in).
+
+    Returns the budget as the pass left it (its status merged with what was reported), or None
+    when the budget is gone.
+    """
     budget = await client.get_budget(namespace, name)
     if budget is None:
-        return  # deleted; its ConfigMaps go with it (owner references)
+        return None  # deleted; its ConfigMaps go with it (owner references)
     listed, previous = budget["spec"], budget.get("status") or {}
     observed = int(budget["metadata"].get("generation") or 0)
     wanted = desired.deployment_names(listed)
@@ -52,8 +56,8 @@ async def reconcile(
     except (desired.SpecError, planner.PlannerError) as exc:
         reason = exc.reason if isinstance(exc, desired.SpecError) else "InvalidBudget"
         inputs = (deployments, pods, [overlap, discovery], configmaps, written)
-        await _invalid(client, budget, spec, exc, reason, observed, *inputs)
-        return
+        reported = await _invalid(client, budget, spec, exc, reason, observed, *inputs)
+        return _after(budget, reported)
 
     changed = await _write_files(client, budget, files, configmaps)
     rollout = {c["name"] for c in spec["consumers"] if c.get("reloadMode") == "rollout"}
@@ -91,6 +95,12 @@ async def reconcile(
     )  # fmt: skip
     if changed:
         log.info("budget %s/%s: wrote %s", namespace, name, ", ".join(changed))
+    return _after(budget, new_status)
+
+
+def _after(budget: kube.JSON, reported: dict[str, Any]) -> kube.JSON:
+    """The budget with ``reported`` merged into its status, as the merge patch leaves it."""
+    return {**budget, "status": {**(budget.get("status") or {}), **reported}}
 
 
 async def _joined(
@@ -256,7 +266,7 @@ async def _invalid(
     conditions: list[dict[str, Any]],
     configmaps: dict[str, kube.JSON | None],
     written: int,
-) -> None:
+) -> dict[str, Any]:
     """Fail safe: PgBouncer gets ``max(1, budget // pods)``, never the old, larger limits.
 
     ``spec`` is the budget's with the consumers joined by label (each keeps its alias);
@@ -286,6 +296,7 @@ async def _invalid(
     if bouncer is not None:
         await _annotate_pods(client, namespace, bouncer, sizing.generation)
     log.warning("budget %s/%s cannot be planned: %s", namespace, name, message)
+    return new_status
 
 
 async def _report_overlap(
