@@ -128,8 +128,11 @@ async def on_budget_event(
     type: str, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
     budgets_by_database: kopf.Index, **_: Any,
 ) -> None:  # fmt: skip
-    """Budgets for the same database as this one (before or after a change) re-check overlaps."""
+    """Budgets for the same database as this one (before or after a change) re-check overlaps;
+    a deleted budget gets one more pass, which finds it gone and drops its metrics."""
     key = names.budget_key(namespace, name)
+    if type == "DELETED":
+        await memo.retrier.request(key)
     identity = None if type == "DELETED" else desired.database_identity(namespace, body["spec"])
     old = memo.databases.get(key, _UNSEEN)
     if old == identity:
