@@ -143,6 +143,18 @@ def lagging_pods(expected: dict[str, int], workers: dict[str, int], reports: lis
     return len(lagging(expected, workers, reports))
 
 
+def summary(
+    expected: dict[str, int], workers: dict[str, int], reports: list[Report]
+) -> dict[str, Any]:
+    """``status.applied``: ready pods asked, how many lag, the first ``LISTED`` of them."""
+    behind = lagging(expected, workers, reports)
+    return {
+        "readyPods": len(reports),
+        "laggingPods": len(behind),
+        "lagging": [pod for pod, _ in behind[:LISTED]],
+    }
+
+
 def _condition(value: bool, reason: str, message: str, observed: int) -> dict[str, Any]:
     return {
         "type": CONDITION,

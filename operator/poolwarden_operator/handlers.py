@@ -58,9 +58,11 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
         )
         found = None if after is None else metrics.samples(*key, after["spec"], after["status"])
         memo.ledger.set(key, found)
+        memo.rechecks.after_pass(key, found is not None and metrics.lagging(after["status"]))
 
     memo.coalescer = coalesce.Coalescer(work)
     memo.retrier = retry.Retrier(memo.coalescer)
+    memo.rechecks = retry.Rechecks(memo.retrier, memo.settings.drift_interval)
     memo.seen = {}  # Deployment -> the fields the plan depends on, recorded after a good pass
     memo.members = {}  # Deployment joined by label -> its budget key, recorded after a good pass
     memo.pods = {}  # PgBouncer pod -> terminating?, recorded after a good pass
@@ -73,10 +75,11 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
 async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.drift.cancel()
     await asyncio.gather(memo.drift, return_exceptions=True)
+    await memo.rechecks.close()
     await memo.retrier.close()
     await memo.coalescer.close()
     if memo.metrics is not None:
-        memo.metrics.shutdown()
+        await asyncio.to_thread(memo.metrics.shutdown)
     memo.kube.close()
 
 

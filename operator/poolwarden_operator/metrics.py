@@ -28,6 +28,8 @@ BUDGET_UTILIZATION = "poolwarden_budget_utilization"
 BUDGET_OVERCOMMITTED = "poolwarden_budget_overcommitted"
 BUDGET_PLAN_GENERATION = "poolwarden_budget_plan_generation"
 BUDGET_READY = "poolwarden_budget_ready"
+BUDGET_PLAN_APPLIED = "poolwarden_budget_plan_applied"
+BUDGET_PODS_LAGGING = "poolwarden_budget_pods_lagging"
 CONSUMER_SERVER_POOL = "poolwarden_consumer_server_pool"
 CONSUMER_POOL_SIZE = "poolwarden_consumer_pool_size"
 CONSUMER_MAX_OVERFLOW = "poolwarden_consumer_max_overflow"
@@ -54,6 +56,14 @@ SERIES: dict[str, tuple[str, tuple[str, ...]]] = {
         BUDGET_LABELS,
     ),
     BUDGET_READY: ("1 when the budget's Ready condition is True, else 0", BUDGET_LABELS),
+    BUDGET_PLAN_APPLIED: (
+        "1 when every worker of every ready consumer pod runs its plan generation (Applied)",
+        BUDGET_LABELS,
+    ),
+    BUDGET_PODS_LAGGING: (
+        "Ready consumer pods not on their plan generation (status.applied.laggingPods)",
+        BUDGET_LABELS,
+    ),
     CONSUMER_SERVER_POOL: (
         "The consumer's PgBouncer alias pool_size per PgBouncer pod",
         CONSUMER_LABELS,
@@ -69,7 +79,8 @@ BUDGET_PASSES_HELP = "Reconcile passes completed for the budget since the operat
 
 PLANNED_ONLY = (
     BUDGET_SERVER_CONNECTIONS_PLANNED, BUDGET_UTILIZATION, BUDGET_OVERCOMMITTED,
-    CONSUMER_SERVER_POOL, CONSUMER_POOL_SIZE, CONSUMER_MAX_OVERFLOW,
+    BUDGET_PLAN_APPLIED, BUDGET_PODS_LAGGING, CONSUMER_SERVER_POOL, CONSUMER_POOL_SIZE,
+    CONSUMER_MAX_OVERFLOW,
 )  # fmt: skip
 """Series a budget that cannot be planned (state Invalid) does not have: there is no plan."""
 
@@ -108,6 +119,12 @@ def samples(
         Sample(BUDGET_UTILIZATION, budget, _number(status.get("utilization"))),
         Sample(BUDGET_OVERCOMMITTED, budget, 1.0 if over else 0.0),
     ]
+    if _condition(status, "Applied") is not None:
+        behind = _number((status.get("applied") or {}).get("laggingPods"))
+        found += [
+            Sample(BUDGET_PLAN_APPLIED, budget, 0.0 if lagging(status) else 1.0),
+            Sample(BUDGET_PODS_LAGGING, budget, behind),
+        ]
     for consumer in status.get("consumers") or []:
         labels = (*budget, str(consumer.get("name")))
         found += [
@@ -164,6 +181,11 @@ def serve(ledger: Ledger, host: str, port: int) -> Any:
     """Serve ``/metrics`` in a daemon thread; returns the server (``.shutdown()`` stops it)."""
     server, _thread = start_http_server(port, addr=host, registry=registry(ledger))
     return server
+
+
+def lagging(status: dict[str, Any]) -> bool:
+    """The budget's Applied condition is False: some ready pod is not on its plan yet."""
+    return _condition(status, "Applied") == "False"
 
 
 def _condition(status: dict[str, Any], kind: str) -> str | None:

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from poolwarden import pgbouncer_ini, planfile, planner
-from poolwarden_operator import desired, kube, names, status
+from poolwarden_operator import applied, ask, desired, kube, names, status
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,12 @@ async def reconcile(
     spec = desired.with_discovered(listed, joined)
     discovery = status.discovery_condition(joined, observed)
     await _report_discovery(client, budget, discovery, previous)
-    pods, others, configmaps, max_replicas = await asyncio.gather(
+    pods, others, configmaps, max_replicas, reports = await asyncio.gather(
         _pgbouncer_pods(client, namespace, spec, deployments),
         _overlapping(client, namespace, name, spec),
         _owned_configmaps(client, namespace, name, spec),
         _max_replicas(client, namespace, spec),
+        _consumer_reports(client, namespace, spec, deployments),
     )
     pods = desired.with_held(pods, previous)
     overlap = status.overlap_condition(others, observed)
@@ -67,10 +68,16 @@ async def reconcile(
             await _set_template(client, namespace, deployment, plan.consumer(item["name"]))
 
     new_status = status.applied(spec, generation, observed, plan, files, previous, _now(), pods)
+    # Asked at the start of the pass: a file this pass changed is not on any pod yet (lagging
+    # until a later pass, see handlers' recheck, finds every worker on it).
+    expected = {f.consumer: f.generation for f in files if f.consumer is not None}
+    workers = {str(c["name"]): int(c.get("workersPerPod", 1)) for c in spec["consumers"]}
+    on_plan = applied.condition(expected, workers, reports, observed)
     new_status["conditions"] = status.merge_conditions(
-        new_status["conditions"], [overlap, discovery], _now()
+        new_status["conditions"], [overlap, discovery, on_plan], _now()
     )
     new_status["discovered"] = status.discovered(joined)
+    new_status["applied"] = applied.summary(expected, workers, reports)
     await _report_overlap(client, budget, overlap, previous)
     if _differs(new_status, previous):
         await client.patch_budget_status(namespace, name, new_status)
@@ -142,6 +149,23 @@ async def _owned_configmaps(
         *(client.get_configmap(ns or namespace, cm) for ns, cm in refs.values())
     )
     return dict(zip(refs, found, strict=True))
+
+
+async def _consumer_reports(
+    client: kube.Kube, namespace: str, spec: dict[str, Any], deployments: dict[str, Any]
+) -> list[applied.Report]:
+    """Each ready consumer pod's worker generations, asked once (``ask``)."""
+    found: list[applied.Target] = []
+    listed = []
+    for item in spec.get("consumers") or []:
+        deployment = deployments.get(item["deployment"])
+        selector = kube.label_selector(deployment) if deployment is not None else ""
+        if deployment is not None and selector:
+            listed.append((str(item["name"]), _namespace_of(deployment, namespace), selector))
+    pods = await asyncio.gather(*(client.list_pods(ns, sel) for _, ns, sel in listed))
+    for (consumer, _, _), page in zip(listed, pods, strict=True):
+        found += applied.targets(consumer, page)
+    return await ask.reports(found)
 
 
 async def _max_replicas(client: kube.Kube, namespace: str, spec: dict[str, Any]) -> dict[str, int]:

@@ -676,7 +676,13 @@ def test_network_policies_allow_app_to_pgbouncer_to_postgresql_only(defaults):
     # the operator accepts its metrics port only and reaches the API server ports (and DNS)
     assert policies[OPERATOR]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
     ports = {p["port"] for rule in policies[OPERATOR]["egress"] for p in rule["ports"]}
-    assert ports == {443, 6443, 53}
+    assert ports == {443, 6443, 53, "http"}
+    # http only to the consumers' pods (their /metrics: each worker's plan generation)
+    asks = [r for r in policies[OPERATOR]["egress"] if {p["port"] for p in r["ports"]} == {"http"}]
+    assert len(asks) == 1
+    assert any(_selects(p["podSelector"], _pod_labels(defaults, "Deployment", APP))
+               for p in asks[0]["to"])
+    assert all("podSelector" in p and not p.get("ipBlock") for p in asks[0]["to"])
 
 
 def test_network_policies_off_renders_none():
@@ -822,3 +828,12 @@ def test_helm_test_queries_through_pgbouncer_with_our_own_image(defaults):
     assert "apk" not in script and "apt" not in script and "pip" not in script
     assert "poolwarden-ok:42" in script
     assert pod["spec"]["restartPolicy"] == "Never"
+
+
+def test_a_narrowed_app_ingress_still_lets_the_operator_ask_for_plan_generations():
+    r = render(sets={"networkPolicy.appIngressFrom[0].podSelector.matchLabels.role": "frontend"})
+    policy = next(p for p in r.of_kind("NetworkPolicy") if p["metadata"]["name"] == APP)
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"role": "frontend"}}} in peers
+    operator_labels = _pod_labels(r, "Deployment", OPERATOR)
+    assert any(_selects(p.get("podSelector", {}), operator_labels) for p in peers)

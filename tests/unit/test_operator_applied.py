@@ -6,6 +6,7 @@ process, and gunicorn's multiprocess mode with several worker processes writing 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -133,3 +134,35 @@ def test_the_lagging_list_is_bounded_and_counts_the_rest():
 def test_no_ready_pod_is_nothing_to_wait_for():
     c = applied.condition(EXPECTED, WORKERS, [], 2)
     assert (c["status"], c["reason"]) == ("True", "NoReadyPods")
+
+
+async def test_lagging_pods_get_rechecked_with_growing_delays_until_they_confirm():
+    from poolwarden_operator import coalesce, retry
+
+    runs: list[float] = []
+    loop = asyncio.get_running_loop()
+    lagging = {"now": True}
+    rechecks: retry.Rechecks
+
+    async def work(key):
+        runs.append(loop.time())
+        rechecks.after_pass(key, lagging["now"])
+
+    retrier = retry.Retrier(coalesce.Coalescer(work))
+    rechecks = retry.Rechecks(retrier, max_delay=0.08, first=0.01)
+    await retrier.request("budget")  # the pass that found pods lagging
+    while len(runs) < 6:
+        await asyncio.sleep(0.01)
+    gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
+    # each recheck waits at least as long as the one before, doubling up to max_delay
+    assert all(g >= 0.01 for g in gaps)
+    assert max(gaps[-2:]) >= 0.08 * 0.9
+    lagging["now"] = False
+    count = len(runs)
+    await asyncio.sleep(0.3)  # one more pass may have been pending; then none
+    assert len(runs) <= count + 1
+    settled = len(runs)
+    await asyncio.sleep(0.2)
+    assert len(runs) == settled
+    await rechecks.close()
+    await retrier.close()

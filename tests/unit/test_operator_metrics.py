@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from poolwarden import planner
-from poolwarden_operator import config, desired, metrics, status
+from poolwarden_operator import applied, config, desired, metrics, status
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SPEC = {
@@ -41,12 +41,27 @@ def planned(spec=SPEC, web=4, worker=2, bouncers=1, max_client_conn=None):
     return spec, plan, status.applied(spec, generation, 3, plan, files, {}, NOW)
 
 
+def with_applied(reported, web_generations):
+    """The status as a pass leaves it after asking two ready web pods (reconcile's steps)."""
+    expected = {c["name"]: reported["files"][f"budget-{c['name']}-plan"]["generation"]
+                for c in reported["consumers"]}
+    workers = {c["name"]: c["workersPerPod"] for c in reported["consumers"]}
+    reports = [applied.Report("web", f"web-{i}", g) for i, g in enumerate(web_generations)]
+    condition = applied.condition(expected, workers, reports, 3)
+    return {
+        **reported,
+        "conditions": status.merge_conditions(reported["conditions"], [condition], NOW),
+        "applied": applied.summary(expected, workers, reports),
+    }
+
+
 def by_name(found):
     return {(s.name, s.labels): s.value for s in found}
 
 
 def test_samples_of_an_applied_plan_are_the_plan_and_its_status():
     spec, plan, reported = planned()
+    reported = with_applied(reported, [(1, 1, 1, 1), (1, 1, 1, 1)])
     got = by_name(metrics.samples("shop", "budget", spec, reported))
     budget = ("shop", "budget")
     assert got[(metrics.BUDGET_CONNECTIONS, budget)] == plan.budget == 90
@@ -61,9 +76,28 @@ def test_samples_of_an_applied_plan_are_the_plan_and_its_status():
         assert got[(metrics.CONSUMER_SERVER_POOL, labels)] == c.server_pool
         assert got[(metrics.CONSUMER_POOL_SIZE, labels)] == c.pool_size
         assert got[(metrics.CONSUMER_MAX_OVERFLOW, labels)] == c.max_overflow
+    assert got[(metrics.BUDGET_PLAN_APPLIED, budget)] == 1
+    assert got[(metrics.BUDGET_PODS_LAGGING, budget)] == 0
     # every series of the contract, once per budget or per consumer, nothing else
-    assert len(got) == 6 + 3 * len(plan.consumers)
+    assert len(got) == 8 + 3 * len(plan.consumers)
     assert {name for name, _ in got} == set(metrics.SERIES)
+
+
+def test_pods_behind_their_plan_are_counted():
+    spec, _, reported = planned()
+    reported = with_applied(reported, [(1, 1, 1, 1), (1, 0, 1, 1)])
+    got = by_name(metrics.samples("shop", "budget", spec, reported))
+    assert got[(metrics.BUDGET_PLAN_APPLIED, ("shop", "budget"))] == 0
+    assert got[(metrics.BUDGET_PODS_LAGGING, ("shop", "budget"))] == 1
+    assert metrics.lagging(reported)
+    assert reported["applied"] == {"readyPods": 2, "laggingPods": 1, "lagging": ["web-1"]}
+
+
+def test_a_plan_whose_pods_were_not_asked_yet_has_no_applied_series():
+    spec, _, reported = planned()
+    got = by_name(metrics.samples("shop", "budget", spec, reported))
+    assert metrics.BUDGET_PLAN_APPLIED not in {name for name, _ in got}
+    assert not metrics.lagging(reported)
 
 
 def test_an_overcommitted_plan_says_so():
