@@ -58,7 +58,9 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
         )
         found = None if after is None else metrics.samples(*key, after["spec"], after["status"])
         memo.ledger.set(key, found)
-        memo.rechecks.after_pass(key, found is not None and metrics.lagging(after["status"]))
+        # An Invalid budget's consumer files stay as they were and Applied is not re-judged.
+        planned = after is not None and after["status"].get("state") != "Invalid"
+        memo.rechecks.after_pass(key, planned and metrics.lagging(after["status"]))
 
     memo.coalescer = coalesce.Coalescer(work)
     memo.retrier = retry.Retrier(memo.coalescer)

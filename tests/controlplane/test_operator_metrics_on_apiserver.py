@@ -8,6 +8,8 @@ reads, one per owned ConfigMap per pass.
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +26,7 @@ from test_operator import (  # noqa: F401  (fixtures)
     wait_for,
 )
 
+from poolwarden import metrics as app_metrics
 from poolwarden_operator import metrics
 
 CONSUMERS = [
@@ -190,3 +193,112 @@ def test_each_owned_configmap_is_read_once_per_pass(
         f"{gets_after - gets_before:.0f} ConfigMap GETs in {ran:.0f} pass(es) of a budget "
         "owning 3 ConfigMaps: each must be read exactly once per pass"
     )
+
+
+class Workers:
+    """A consumer pod's /metrics as the app library serves it (a real ``PoolMetrics``), on
+    127.0.0.1: the pods below point their ``http`` port and ``podIP`` at it."""
+
+    def __init__(self) -> None:
+        self.metrics = app_metrics.PoolMetrics()
+        self.metrics.generation.set(0)  # a worker that has not read its plan yet
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                body = outer.metrics.exposition() if self.path == "/metrics" else b""
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", app_metrics.CONTENT_TYPE)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def make_ready_consumer(cluster, name, replicas, port):  # noqa: F811
+    """A Deployment whose pods (no kubelet here) are marked Ready by hand at 127.0.0.1."""
+    labels = {"app": name}
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{
+                    "name": "main", "image": "poolwarden.invalid/none:0",
+                    "ports": [{"name": "http", "containerPort": port}],
+                }]},
+            },
+        },
+    }  # fmt: skip
+    cluster.apps.create_namespaced_deployment(cluster.ns, body)
+    pods = wait_for(
+        f"{replicas} pods of {name}",
+        lambda: len(found := cluster.pods(f"app={name}")) == replicas and found,
+    )
+    for pod in pods:
+        cluster.core.patch_namespaced_pod_status(
+            pod["metadata"]["name"],
+            cluster.ns,
+            {"status": {
+                "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+                "conditions": [{"type": "Ready", "status": "True"}],
+            }},
+        )  # fmt: skip
+    return sorted(p["metadata"]["name"] for p in pods)
+
+
+def test_applied_waits_for_every_ready_pod_to_confirm_its_plan(cluster, run_operator):  # noqa: F811
+    workers = Workers()
+    try:
+        cluster.make_deployment("pgbouncer", 1)
+        pods = make_ready_consumer(cluster, "app", 2, workers.port)
+        cluster.make_budget(consumers=[{"name": "app", "deployment": "app", "workersPerPod": 1}])
+        op = run_operator()
+        b = budget_labels(cluster.ns)
+
+        def applied_is(value):
+            condition = cluster.condition("Applied")
+            return condition if condition and condition["status"] == value else None
+
+        lagging = wait_for(
+            "Applied False: the pods report generation 0", lambda: applied_is("False")
+        )
+        assert lagging["reason"] == "PodsLagging"
+        for pod in pods:
+            assert f"{pod}: 0 of 1 worker(s) on generation" in lagging["message"]
+        status = cluster.budget()["status"]
+        assert status["applied"] == {"readyPods": 2, "laggingPods": 2, "lagging": pods}
+        got = wait_for(
+            "the lagging pods in the metrics",
+            lambda: (m := scrape(op)).get((metrics.BUDGET_PODS_LAGGING, b)) == 2 and m,
+        )
+        assert got[(metrics.BUDGET_PLAN_APPLIED, b)] == 0
+
+        # the workers read the plan: no event reaches the operator, its recheck finds them
+        workers.metrics.generation.set(status["files"]["budget-app-plan"]["generation"])
+        done = wait_for("Applied True once every worker confirms", lambda: applied_is("True"))
+        assert done["reason"] == "AllPodsApplied"
+        assert cluster.budget()["status"]["applied"] == {
+            "readyPods": 2, "laggingPods": 0, "lagging": [],
+        }  # fmt: skip
+        got = wait_for(
+            "applied in the metrics",
+            lambda: (m := scrape(op)).get((metrics.BUDGET_PLAN_APPLIED, b)) == 1 and m,
+        )
+        assert got[(metrics.BUDGET_PODS_LAGGING, b)] == 0
+    finally:
+        workers.close()
