@@ -76,6 +76,8 @@ SERIES: dict[str, tuple[str, tuple[str, ...]]] = {
 BUDGET_PASSES = "poolwarden_budget_passes"
 """A counter (exposed as ``poolwarden_budget_passes_total``): passes completed for the budget."""
 BUDGET_PASSES_HELP = "Reconcile passes completed for the budget since the operator started"
+EXPOSED = (*SERIES, f"{BUDGET_PASSES}_total")
+"""Every sample name the endpoint serves (what alert rules and dashboards may use)."""
 
 PLANNED_ONLY = (
     BUDGET_SERVER_CONNECTIONS_PLANNED, BUDGET_UTILIZATION, BUDGET_OVERCOMMITTED,

@@ -87,7 +87,7 @@ def check_against_status(got, cluster, status, spec):  # noqa: F811
         assert got[(metrics.CONSUMER_POOL_SIZE, labels)] == c["poolSize"]
         assert got[(metrics.CONSUMER_MAX_OVERFLOW, labels)] == c["maxOverflow"]
     names = {name for name, labels in got if ("namespace", cluster.ns) in labels}
-    assert names == {*metrics.SERIES, f"{metrics.BUDGET_PASSES}_total"}
+    assert names == set(metrics.EXPOSED)
 
 
 def test_metrics_follow_the_plan_from_first_pass_to_deletion(cluster, run_operator):  # noqa: F811
