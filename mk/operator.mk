@@ -24,4 +24,6 @@ operator-run: venv ## Run the operator on the host against $$KUBECONFIG, watchin
 .PHONY: test-operator
 test-operator: venv tools trixie-root ## Run the operator's unit and control-plane tests.
 	$(VENV)/bin/pytest tests/unit/test_planner.py tests/unit/test_cli.py tests/unit/test_operator_desired.py \
-	  tests/unit/test_operator_coalesce.py tests/controlplane/test_operator.py
+	  tests/unit/test_operator_coalesce.py tests/unit/test_operator_metrics.py \
+	  tests/unit/test_operator_applied.py tests/controlplane/test_operator.py \
+	  tests/controlplane/test_operator_metrics_on_apiserver.py
