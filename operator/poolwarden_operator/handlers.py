@@ -24,7 +24,7 @@ from poolwarden_operator import (
     names,
     reconcile,
     retry,
-)  # fmt: skip
+)
 
 BUDGETS = (names.GROUP, names.VERSION, names.PLURAL)
 HPAS = ("autoscaling", "v2", "horizontalpodautoscalers")

@@ -40,12 +40,35 @@ async def reconcile(
     spec = desired.with_discovered(listed, joined)
     discovery = status.discovery_condition(joined, observed)
     await _report_discovery(client, budget, discovery, previous)
-    pods, others, configmaps, max_replicas, reports = await asyncio.gather(
+    # The consumer pods are asked while the pass reads and writes; awaited before the status.
+    asking = asyncio.create_task(_consumer_reports(client, namespace, spec, deployments))
+    try:
+        return await _plan_and_write(
+            client, budget, spec, deployments, joined, discovery, observed, asking
+        )
+    finally:
+        if not asking.done():
+            asking.cancel()
+        await asyncio.gather(asking, return_exceptions=True)
+
+
+async def _plan_and_write(
+    client: kube.Kube,
+    budget: kube.JSON,
+    spec: dict[str, Any],
+    deployments: dict[str, Any],
+    joined: desired.Discovery,
+    discovery: dict[str, Any],
+    observed: int,
+    asking: asyncio.Task[list[applied.Report]],
+) -> kube.JSON:
+    namespace, name = budget["metadata"]["namespace"], budget["metadata"]["name"]
+    previous = budget.get("status") or {}
+    pods, others, configmaps, max_replicas = await asyncio.gather(
         _pgbouncer_pods(client, namespace, spec, deployments),
         _overlapping(client, namespace, name, spec),
         _owned_configmaps(client, namespace, name, spec),
         _max_replicas(client, namespace, spec),
-        _consumer_reports(client, namespace, spec, deployments),
     )
     pods = desired.with_held(pods, previous)
     overlap = status.overlap_condition(others, observed)
@@ -70,6 +93,7 @@ async def reconcile(
     new_status = status.applied(spec, generation, observed, plan, files, previous, _now(), pods)
     # Asked at the start of the pass: a file this pass changed is not on any pod yet (lagging
     # until a later pass, see handlers' recheck, finds every worker on it).
+    reports = await asking
     expected = {f.consumer: f.generation for f in files if f.consumer is not None}
     workers = {str(c["name"]): int(c.get("workersPerPod", 1)) for c in spec["consumers"]}
     on_plan = applied.condition(expected, workers, reports, observed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 
@@ -166,3 +167,61 @@ async def test_lagging_pods_get_rechecked_with_growing_delays_until_they_confirm
     assert len(runs) == settled
     await rechecks.close()
     await retrier.close()
+
+
+class _Pod:
+    """A pod's /metrics on 127.0.0.1: a real PoolMetrics behind http.server, or a silent one."""
+
+    def __init__(self, generation=None, silent=False):
+        import http.server
+        import threading
+
+        registry_metrics = app_metrics.PoolMetrics()
+        if generation is not None:
+            registry_metrics.generation.set(generation)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                if silent:
+                    threading.Event().wait(1)
+                    return
+                body = registry_metrics.exposition() if self.path == "/metrics" else b""
+                self.send_response(200 if body else 404)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_pods_are_asked_over_http_and_failures_are_reports_not_errors():
+    from poolwarden_operator import ask
+
+    good, silent = _Pod(generation=6), _Pod(silent=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens here once the socket is closed
+    try:
+        targets = [
+            applied.Target("web", "good", f"{good.url}/metrics"),
+            applied.Target("web", "missing", f"{good.url}/nothing"),
+            applied.Target("web", "silent", f"{silent.url}/metrics"),
+            applied.Target("web", "refused", f"http://127.0.0.1:{closed}/metrics"),
+        ]
+        found = {r.pod: r for r in await ask.reports(targets)}
+    finally:
+        good.close()
+        silent.close()
+    assert found["good"].generations == (6,)
+    assert found["missing"].generations is None and found["missing"].error == "ValueError"
+    assert found["silent"].generations is None and found["silent"].error == "no answer in time"
+    assert found["refused"].generations is None and "Error" in found["refused"].error
