@@ -14,6 +14,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 from test_operator import (  # noqa: F401  (fixtures)
+    CLIENTS,
     GROUP,
     PLURAL,
     VERSION,
@@ -21,6 +22,8 @@ from test_operator import (  # noqa: F401  (fixtures)
     cluster,
     crd,
     operator_account,
+    rbac_documents,
+    rbac_values,
     render_rbac,
     run_operator,
     wait_for,
@@ -94,7 +97,8 @@ def test_metrics_follow_the_plan_from_first_pass_to_deletion(cluster, run_operat
     cluster.make_deployment("pgbouncer", 1)
     cluster.make_deployment("app", 2)
     cluster.make_deployment("worker", 1)
-    cluster.make_budget(consumers=CONSUMERS)
+    # few client connections: the app's scale below changes its pools (the client side decides)
+    cluster.make_budget(consumers=CONSUMERS, maxClientConn=CLIENTS)
     op = run_operator()
     status = wait_for("the first plan", lambda: ready(cluster))
     got = wait_for("the first plan in the metrics", lambda: agrees(op, cluster, status))
