@@ -3,7 +3,7 @@
 # Python packages baked into the operator image (Python 3.13 of debian:trixie-slim), at the
 # versions of constraints.txt.
 OPERATOR_WHEELS      ?= $(PROJECT_DIR)/.cache/wheels/operator
-OPERATOR_PIP_PINS    := $(call pins,kopf kubernetes pyyaml pip)
+OPERATOR_PIP_PINS    := $(call pins,kopf kubernetes pyyaml prometheus-client pip)
 OPERATOR_NAMESPACE   ?= default
 
 .PHONY: operator-wheels
@@ -24,4 +24,6 @@ operator-run: venv ## Run the operator on the host against $$KUBECONFIG, watchin
 .PHONY: test-operator
 test-operator: venv tools trixie-root ## Run the operator's unit and control-plane tests.
 	$(VENV)/bin/pytest tests/unit/test_planner.py tests/unit/test_cli.py tests/unit/test_operator_desired.py \
-	  tests/unit/test_operator_coalesce.py tests/controlplane/test_operator.py
+	  tests/unit/test_operator_coalesce.py tests/unit/test_operator_metrics.py \
+	  tests/unit/test_operator_applied.py tests/controlplane/test_operator.py \
+	  tests/controlplane/test_operator_metrics_on_apiserver.py

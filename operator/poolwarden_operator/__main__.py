@@ -1,7 +1,9 @@
 """``python -m poolwarden_operator``: run the operator in the namespace from the environment.
 
 Settings (see ``config``): POOLWARDEN_NAMESPACE, POOLWARDEN_DRIFT_INTERVAL,
-POOLWARDEN_LIVENESS_HOST/PORT (kopf's liveness endpoint, ``/healthz``), POOLWARDEN_LOG_LEVEL,
+POOLWARDEN_LIVENESS_HOST/PORT (kopf's liveness endpoint, ``/healthz``),
+POOLWARDEN_METRICS_HOST/PORT (the Prometheus endpoint, ``/metrics``, see ``metrics``; port 0:
+none), POOLWARDEN_LOG_LEVEL,
 POOLWARDEN_CONSUMER_NAMESPACES (other namespaces whose Deployments may join a budget by label).
 """
 

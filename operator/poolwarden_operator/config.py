@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+DEFAULT_METRICS_PORT = 8081
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -21,6 +22,9 @@ class Settings:
     drift_interval: float = 60.0
     """Seconds between drift checks of each budget (ConfigMaps edited or deleted by hand)."""
     liveness: str = "http://0.0.0.0:8080/healthz"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = DEFAULT_METRICS_PORT
+    """Port of the Prometheus endpoint (``/metrics``); 0 turns it off."""
     log_level: str = "INFO"
     consumer_namespaces: tuple[str, ...] = ()
     """Other namespaces whose Deployments may join a budget by label (watched too)."""
@@ -49,6 +53,12 @@ class Settings:
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"POOLWARDEN_LIVENESS_PORT must be a TCP port, got {port!r}")
         host = env.get("POOLWARDEN_LIVENESS_HOST", "0.0.0.0")
+        metrics = env.get("POOLWARDEN_METRICS_PORT", str(DEFAULT_METRICS_PORT))
+        if not metrics.isdigit() or not 0 <= int(metrics) < 65536 or metrics == port:
+            raise ConfigError(
+                "POOLWARDEN_METRICS_PORT must be a TCP port other than the liveness port, or 0 "
+                f"for no metrics endpoint, got {metrics!r}"
+            )
         extra = env.get("POOLWARDEN_CONSUMER_NAMESPACES", "")
         others = tuple(dict.fromkeys(n.strip() for n in extra.split(",") if n.strip()))
         for other in others:
@@ -61,6 +71,8 @@ class Settings:
             namespace=namespace,
             drift_interval=drift,
             liveness=f"http://{host}:{port}/healthz",
+            metrics_host=env.get("POOLWARDEN_METRICS_HOST", host),
+            metrics_port=int(metrics),
             log_level=env.get("POOLWARDEN_LOG_LEVEL", "INFO").upper(),
             consumer_namespaces=tuple(n for n in others if n != namespace),
         )

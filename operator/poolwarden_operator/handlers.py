@@ -14,7 +14,17 @@ from typing import Any
 
 import kopf
 
-from poolwarden_operator import coalesce, config, desired, drift, kube, names, reconcile, retry
+from poolwarden_operator import (
+    coalesce,
+    config,
+    desired,
+    drift,
+    kube,
+    metrics,
+    names,
+    reconcile,
+    retry,
+)
 
 BUDGETS = (names.GROUP, names.VERSION, names.PLURAL)
 HPAS = ("autoscaling", "v2", "horizontalpodautoscalers")
@@ -35,12 +45,26 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     )
     settings.watching.server_timeout = 300
     memo.kube = kube.Kube.connect(os.environ.get("POD_NAME") or socket.gethostname())
+    memo.ledger = metrics.Ledger()
+    memo.metrics = None
+    if memo.settings.metrics_port:
+        memo.metrics = metrics.serve(
+            memo.ledger, memo.settings.metrics_host, memo.settings.metrics_port
+        )
 
     async def work(key: Any) -> None:
-        await reconcile.reconcile(memo.kube, *key, watched=memo.settings.consumer_namespaces)
+        after = await reconcile.reconcile(
+            memo.kube, *key, watched=memo.settings.consumer_namespaces
+        )
+        found = None if after is None else metrics.samples(*key, after["spec"], after["status"])
+        memo.ledger.set(key, found)
+        # An Invalid budget's consumer files stay as they were and Applied is not re-judged.
+        planned = after is not None and after["status"].get("state") != "Invalid"
+        memo.rechecks.after_pass(key, planned and metrics.lagging(after["status"]))
 
     memo.coalescer = coalesce.Coalescer(work)
     memo.retrier = retry.Retrier(memo.coalescer)
+    memo.rechecks = retry.Rechecks(memo.retrier, memo.settings.drift_interval)
     memo.seen = {}  # Deployment -> the fields the plan depends on, recorded after a good pass
     memo.members = {}  # Deployment joined by label -> its budget key, recorded after a good pass
     memo.pods = {}  # PgBouncer pod -> terminating?, recorded after a good pass
@@ -53,8 +77,11 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
 async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.drift.cancel()
     await asyncio.gather(memo.drift, return_exceptions=True)
+    await memo.rechecks.close()
     await memo.retrier.close()
     await memo.coalescer.close()
+    if memo.metrics is not None:
+        await asyncio.to_thread(memo.metrics.shutdown)
     memo.kube.close()
 
 
@@ -106,8 +133,11 @@ async def on_budget_event(
     type: str, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
     budgets_by_database: kopf.Index, **_: Any,
 ) -> None:  # fmt: skip
-    """Budgets for the same database as this one (before or after a change) re-check overlaps."""
+    """Budgets for the same database as this one (before or after a change) re-check overlaps;
+    a deleted budget gets one more pass, which finds it gone and drops its metrics."""
     key = names.budget_key(namespace, name)
+    if type == "DELETED":
+        await memo.retrier.request(key)
     identity = None if type == "DELETED" else desired.database_identity(namespace, body["spec"])
     old = memo.databases.get(key, _UNSEEN)
     if old == identity:

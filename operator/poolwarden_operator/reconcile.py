@@ -13,18 +13,22 @@ import logging
 from typing import Any
 
 from poolwarden import pgbouncer_ini, planfile, planner
-from poolwarden_operator import desired, kube, names, status
+from poolwarden_operator import applied, ask, desired, kube, names, status
 
 log = logging.getLogger(__name__)
 
 
 async def reconcile(
     client: kube.Kube, namespace: str, name: str, watched: tuple[str, ...] = ()
-) -> None:
-    """One pass; ``watched`` are the other namespaces the operator watches (and may write in)."""
+) -> kube.JSON | None:
+    """One pass; ``watched`` are the other namespaces the operator watches (and may write in).
+
+    Returns the budget as the pass left it (its status merged with what was reported), or None
+    when the budget is gone.
+    """
     budget = await client.get_budget(namespace, name)
     if budget is None:
-        return  # deleted; its ConfigMaps go with it (owner references)
+        return None  # deleted; its ConfigMaps go with it (owner references)
     listed, previous = budget["spec"], budget.get("status") or {}
     observed = int(budget["metadata"].get("generation") or 0)
     wanted = desired.deployment_names(listed)
@@ -36,6 +40,30 @@ async def reconcile(
     spec = desired.with_discovered(listed, joined)
     discovery = status.discovery_condition(joined, observed)
     await _report_discovery(client, budget, discovery, previous)
+    # The consumer pods are asked while the pass reads and writes; awaited before the status.
+    asking = asyncio.create_task(_consumer_reports(client, namespace, spec, deployments))
+    try:
+        return await _plan_and_write(
+            client, budget, spec, deployments, joined, discovery, observed, asking
+        )
+    finally:
+        if not asking.done():
+            asking.cancel()
+        await asyncio.gather(asking, return_exceptions=True)
+
+
+async def _plan_and_write(
+    client: kube.Kube,
+    budget: kube.JSON,
+    spec: dict[str, Any],
+    deployments: dict[str, Any],
+    joined: desired.Discovery,
+    discovery: dict[str, Any],
+    observed: int,
+    asking: asyncio.Task[list[applied.Report]],
+) -> kube.JSON:
+    namespace, name = budget["metadata"]["namespace"], budget["metadata"]["name"]
+    previous = budget.get("status") or {}
     pods, others, configmaps, max_replicas = await asyncio.gather(
         _pgbouncer_pods(client, namespace, spec, deployments),
         _overlapping(client, namespace, name, spec),
@@ -51,9 +79,9 @@ async def reconcile(
         generation, files = desired.files(namespace, name, spec, plan, previous, written)
     except (desired.SpecError, planner.PlannerError) as exc:
         reason = exc.reason if isinstance(exc, desired.SpecError) else "InvalidBudget"
-        inputs = (deployments, pods, [overlap, discovery], configmaps)
-        await _invalid(client, budget, spec, exc, reason, observed, *inputs)
-        return
+        inputs = (deployments, pods, [overlap, discovery], configmaps, written)
+        reported = await _invalid(client, budget, spec, exc, reason, observed, *inputs)
+        return _after(budget, reported)
 
     changed = await _write_files(client, budget, files, configmaps)
     rollout = {c["name"] for c in spec["consumers"] if c.get("reloadMode") == "rollout"}
@@ -63,10 +91,17 @@ async def reconcile(
             await _set_template(client, namespace, deployment, plan.consumer(item["name"]))
 
     new_status = status.applied(spec, generation, observed, plan, files, previous, _now(), pods)
+    # Asked at the start of the pass: a file this pass changed is not on any pod yet (lagging
+    # until a later pass, see handlers' recheck, finds every worker on it).
+    reports = await asking
+    expected = {f.consumer: f.generation for f in files if f.consumer is not None}
+    workers = {str(c["name"]): int(c.get("workersPerPod", 1)) for c in spec["consumers"]}
+    on_plan = applied.condition(expected, workers, reports, observed)
     new_status["conditions"] = status.merge_conditions(
-        new_status["conditions"], [overlap, discovery], _now()
+        new_status["conditions"], [overlap, discovery, on_plan], _now()
     )
     new_status["discovered"] = status.discovered(joined)
+    new_status["applied"] = applied.summary(expected, workers, reports)
     await _report_overlap(client, budget, overlap, previous)
     if _differs(new_status, previous):
         await client.patch_budget_status(namespace, name, new_status)
@@ -91,6 +126,12 @@ async def reconcile(
     )  # fmt: skip
     if changed:
         log.info("budget %s/%s: wrote %s", namespace, name, ", ".join(changed))
+    return _after(budget, new_status)
+
+
+def _after(budget: kube.JSON, reported: dict[str, Any]) -> kube.JSON:
+    """The budget with ``reported`` merged into its status, as the merge patch leaves it."""
+    return {**budget, "status": {**(budget.get("status") or {}), **reported}}
 
 
 async def _joined(
@@ -132,6 +173,23 @@ async def _owned_configmaps(
         *(client.get_configmap(ns or namespace, cm) for ns, cm in refs.values())
     )
     return dict(zip(refs, found, strict=True))
+
+
+async def _consumer_reports(
+    client: kube.Kube, namespace: str, spec: dict[str, Any], deployments: dict[str, Any]
+) -> list[applied.Report]:
+    """Each ready consumer pod's worker generations, asked once (``ask``)."""
+    found: list[applied.Target] = []
+    listed = []
+    for item in spec.get("consumers") or []:
+        deployment = deployments.get(item["deployment"])
+        selector = kube.label_selector(deployment) if deployment is not None else ""
+        if deployment is not None and selector:
+            listed.append((str(item["name"]), _namespace_of(deployment, namespace), selector))
+    pods = await asyncio.gather(*(client.list_pods(ns, sel) for _, ns, sel in listed))
+    for (consumer, _, _), page in zip(listed, pods, strict=True):
+        found += applied.targets(consumer, page)
+    return await ask.reports(found)
 
 
 async def _max_replicas(client: kube.Kube, namespace: str, spec: dict[str, Any]) -> dict[str, int]:
@@ -255,17 +313,18 @@ async def _invalid(
     pods: desired.Pods,
     conditions: list[dict[str, Any]],
     configmaps: dict[str, kube.JSON | None],
-) -> None:
+    written: int,
+) -> dict[str, Any]:
     """Fail safe: PgBouncer gets ``max(1, budget // pods)``, never the old, larger limits.
 
-    ``spec`` is the budget's with the consumers joined by label (each keeps its alias).
+    ``spec`` is the budget's with the consumers joined by label (each keeps its alias);
+    ``configmaps`` and ``written`` are the pass's one read of the owned ConfigMaps.
     """
     meta = budget["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     previous = budget.get("status") or {}
     overlap = conditions[0]
     safe = desired.safe_pgbouncer(spec, deployments, pods)
-    written = _written_generation(name, spec, configmaps)
     generation, sizing = desired.sizing_file(
         namespace, name, spec, safe.pgbouncer, previous, written
     )
@@ -285,6 +344,7 @@ async def _invalid(
     if bouncer is not None:
         await _annotate_pods(client, namespace, bouncer, sizing.generation)
     log.warning("budget %s/%s cannot be planned: %s", namespace, name, message)
+    return new_status
 
 
 async def _report_overlap(

@@ -81,3 +81,44 @@ def _short(exc: Exception) -> str:
     if status is not None:
         return f"{type(exc).__name__} {status} {getattr(exc, 'reason', '')}".strip()
     return f"{type(exc).__name__}: {exc}"[:300]
+
+
+RECHECK_FIRST = 1.0
+"""Seconds after a pass that found pods lagging until the next pass asks them again."""
+
+
+class Rechecks:
+    """A later pass for a budget whose pods are not all on its plan yet (``Applied`` False).
+
+    One pending recheck per key; the delay doubles (up to ``max_delay``, the drift interval)
+    while the pods keep lagging and starts over once they all confirm.
+    """
+
+    def __init__(self, retrier: Retrier, max_delay: float, first: float = RECHECK_FIRST) -> None:
+        self._retrier = retrier
+        self._first, self._max = first, max(first, max_delay)
+        self._delays: dict[Hashable, float] = {}
+        self._pending: dict[Hashable, asyncio.Task[None]] = {}
+
+    def after_pass(self, key: Hashable, lagging: bool) -> None:
+        if not lagging:
+            self._delays.pop(key, None)
+            return
+        if key in self._pending:
+            return
+        delay = min(self._delays.get(key, self._first / 2) * 2, self._max)
+        self._delays[key] = delay
+        self._pending[key] = asyncio.create_task(self._later(key, delay), name=f"recheck {key}")
+
+    async def _later(self, key: Hashable, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._pending.pop(key, None)
+        await self._retrier.request(key)
+
+    async def close(self) -> None:
+        tasks = list(self._pending.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -196,6 +196,7 @@ class Operator:
     def __init__(self, kubeconfig: Path, namespace: str, log: Path, drift: float) -> None:
         self.kubeconfig, self.namespace, self.log, self.drift = kubeconfig, namespace, log, drift
         self.port = free_port()
+        self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Operator:
@@ -205,6 +206,7 @@ class Operator:
             POOLWARDEN_NAMESPACE=self.namespace,
             POOLWARDEN_LIVENESS_HOST="127.0.0.1",
             POOLWARDEN_LIVENESS_PORT=str(self.port),
+            POOLWARDEN_METRICS_PORT=str(self.metrics_port),
             # Long by default, so that tests prove the event path and not the drift check.
             POOLWARDEN_DRIFT_INTERVAL=str(self.drift),
             PYTHONWARNINGS="default",
@@ -228,6 +230,12 @@ class Operator:
                 return resp.status == 200
         except OSError:
             return False
+
+    def metrics_text(self) -> str:
+        """The operator's ``/metrics`` as served (Prometheus text format)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.read().decode()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

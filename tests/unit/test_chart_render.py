@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from poolwarden_operator import config
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "poolwarden"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -594,6 +596,34 @@ def test_operator_disabled_renders_no_operator_objects():
     assert OPERATOR not in r.names("NetworkPolicy")
 
 
+def test_operator_metrics_port_is_one_value_for_env_port_and_annotations(defaults):
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["operator"]["metrics"]
+    assert values["port"] == config.DEFAULT_METRICS_PORT  # the chart and the operator agree
+    moved = render(sets={"operator.metrics.port": "9400"})
+    for r, port in ((defaults, values["port"]), (moved, 9400)):
+        pod = r.get("Deployment", OPERATOR)["spec"]["template"]
+        main = container(pod["spec"], "operator")
+        assert env_of(main)["POOLWARDEN_METRICS_PORT"]["value"] == str(port)
+        assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in main["ports"]
+        assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+        assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+
+
+def test_operator_metrics_off_serves_nothing_and_accepts_nothing():
+    r = render(sets={"operator.metrics.enabled": "false"})
+    pod = r.get("Deployment", OPERATOR)["spec"]["template"]
+    main = container(pod["spec"], "operator")
+    assert env_of(main)["POOLWARDEN_METRICS_PORT"]["value"] == "0"
+    assert [p["name"] for p in main["ports"]] == ["health"]
+    assert "prometheus.io/scrape" not in (pod["metadata"].get("annotations") or {})
+    policy = next(p for p in r.of_kind("NetworkPolicy") if p["metadata"]["name"] == OPERATOR)
+    assert policy["spec"]["ingress"] == []
+
+
+def test_operator_metrics_port_may_not_be_the_liveness_port():
+    assert "operator.metrics.port" in render_error(sets={"operator.metrics.port": "8080"})
+
+
 # --- network policies -----------------------------------------------------------------------------
 
 
@@ -643,10 +673,16 @@ def test_network_policies_allow_app_to_pgbouncer_to_postgresql_only(defaults):
     assert not any(
         _selects(p.get("podSelector", {}), pg_labels) for p in app_to if "podSelector" in p
     )
-    # the operator accepts nothing and reaches the API server ports (and DNS)
-    assert policies[OPERATOR]["ingress"] == []
+    # the operator accepts its metrics port only and reaches the API server ports (and DNS)
+    assert policies[OPERATOR]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
     ports = {p["port"] for rule in policies[OPERATOR]["egress"] for p in rule["ports"]}
-    assert ports == {443, 6443, 53}
+    assert ports == {443, 6443, 53, "http"}
+    # http only to the consumers' pods (their /metrics: each worker's plan generation)
+    asks = [r for r in policies[OPERATOR]["egress"] if {p["port"] for p in r["ports"]} == {"http"}]
+    assert len(asks) == 1
+    assert any(_selects(p["podSelector"], _pod_labels(defaults, "Deployment", APP))
+               for p in asks[0]["to"])
+    assert all("podSelector" in p and not p.get("ipBlock") for p in asks[0]["to"])
 
 
 def test_network_policies_off_renders_none():
@@ -792,3 +828,12 @@ def test_helm_test_queries_through_pgbouncer_with_our_own_image(defaults):
     assert "apk" not in script and "apt" not in script and "pip" not in script
     assert "poolwarden-ok:42" in script
     assert pod["spec"]["restartPolicy"] == "Never"
+
+
+def test_a_narrowed_app_ingress_still_lets_the_operator_ask_for_plan_generations():
+    r = render(sets={"networkPolicy.appIngressFrom[0].podSelector.matchLabels.role": "frontend"})
+    policy = next(p for p in r.of_kind("NetworkPolicy") if p["metadata"]["name"] == APP)
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"role": "frontend"}}} in peers
+    operator_labels = _pod_labels(r, "Deployment", OPERATOR)
+    assert any(_selects(p.get("podSelector", {}), operator_labels) for p in peers)
