@@ -3,7 +3,7 @@
 # Python packages baked into the operator image (Python 3.13 of debian:trixie-slim), at the
 # versions of constraints.txt.
 OPERATOR_WHEELS      ?= $(PROJECT_DIR)/.cache/wheels/operator
-OPERATOR_PIP_PINS    := $(call pins,kopf kubernetes pyyaml prometheus-client pip)
+OPERATOR_PIP_PINS    := $(call pins,kopf aiohttp kubernetes pyyaml prometheus-client pip)
 OPERATOR_NAMESPACE   ?= default
 
 .PHONY: operator-wheels

@@ -1,11 +1,12 @@
 """Ask consumer pods for their plan generation over HTTP: once per pod per pass, a short
-timeout, bounded concurrency, on the event loop (no worker threads: those serve the API
-client). What they answer is judged in ``applied`` (pure)."""
+timeout, bounded concurrency, on the event loop with aiohttp (kopf's own HTTP client; no
+worker threads: those serve the API client). What they answer is judged in ``applied`` (pure)."""
 
 from __future__ import annotations
 
 import asyncio
-import urllib.parse
+
+import aiohttp
 
 from poolwarden_operator import applied
 
@@ -18,42 +19,28 @@ LIMIT = 1 << 20
 
 
 async def reports(targets: list[applied.Target]) -> list[applied.Report]:
-    gate = asyncio.Semaphore(CONCURRENCY)
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY, force_close=True)
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     trust_env=False) as session:
 
-    async def one(target: applied.Target) -> applied.Report:
-        async with gate:
+        async def one(target: applied.Target) -> applied.Report:
             try:
-                text = await asyncio.wait_for(get(target.url), TIMEOUT)
+                text = await get(session, target.url)
                 found = applied.worker_generations(text)
             except TimeoutError:
                 return applied.Report(target.consumer, target.pod, None, "no answer in time")
-            except (OSError, ValueError) as exc:  # refused, reset, not an exposition
+            except (OSError, ValueError, aiohttp.ClientError) as exc:  # refused, reset, 404
                 return applied.Report(target.consumer, target.pod, None, type(exc).__name__)
             return applied.Report(target.consumer, target.pod, found)
 
-    return list(await asyncio.gather(*(one(t) for t in targets)))
+        return list(await asyncio.gather(*(one(t) for t in targets)))
 
 
-async def get(url: str) -> str:
-    """The body of a plain HTTP/1.0 GET (the server closes the connection after it)."""
-    parts = urllib.parse.urlsplit(url)
-    host, port = parts.hostname or "", parts.port or 80
-    reader, writer = await asyncio.open_connection(host, port, limit=LIMIT)
-    try:
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        request = f"GET {parts.path or '/'} HTTP/1.0\r\nHost: {authority}\r\n\r\n"
-        writer.write(request.encode("ascii"))
-        await writer.drain()
-        data = await reader.read(LIMIT)
-        while len(data) < LIMIT:
-            more = await reader.read(LIMIT - len(data))
-            if not more:
-                break
-            data += more
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0].split()
-    if len(status) < 2 or status[1] != b"200":
-        raise ValueError(f"HTTP status {status[1:2]!r}")
-    return body.decode("utf-8", "replace")
+async def get(session: aiohttp.ClientSession, url: str) -> str:
+    """The body of a GET answered 200 (at most LIMIT bytes); ValueError for any other status."""
+    async with session.get(url, allow_redirects=False) as response:
+        if response.status != 200:
+            raise ValueError(f"HTTP status {response.status}")
+        body = await response.content.read(LIMIT)
+        return body.decode(response.charset or "utf-8", "replace")
