@@ -12,8 +12,10 @@ TOOLS_DIR      ?= $(PROJECT_DIR)/.tools
 TOOLS_BIN      ?= $(TOOLS_DIR)/bin
 KIND_CLUSTER   ?= poolwarden
 TRIXIE_ROOT    ?= $(TOOLS_DIR)/trixie-root
-# Debian trixie packages the host-side tests run from a chroot (the host is bookworm).
-TRIXIE_ROOT_PACKAGES := ca-certificates postgresql-17 postgresql-client-17 pgbouncer etcd-server etcd-client
+# Debian trixie packages the host-side tests run from a chroot (the host is bookworm): the
+# servers, and promtool plus both exporters for the monitoring tests.
+TRIXIE_ROOT_PACKAGES := ca-certificates postgresql-17 postgresql-client-17 pgbouncer etcd-server etcd-client \
+                        promtool prometheus-pgbouncer-exporter prometheus-postgres-exporter
 export PATH := $(TOOLS_BIN):$(VENV)/bin:$(PATH)
 # Every Python version the venv and the images share is written once, in constraints.txt;
 # $(call pins,NAME...) gives NAME==VERSION for each (and stops when one has none).

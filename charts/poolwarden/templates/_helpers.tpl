@@ -164,6 +164,11 @@ postgres-password
 {{- printf "%s-db-role" (include "poolwarden.fullname" .) }}
 {{- end }}
 
+{{/* The ConfigMap with the PostgreSQL exporter's custom queries. */}}
+{{- define "poolwarden.postgresql.exporterConfigMapName" -}}
+{{- printf "%s-postgres-exporter" (include "poolwarden.fullname" .) }}
+{{- end }}
+
 {{/*
 role.conf for db-role.sh: the consumers' role, its database, and its CONNECTION LIMIT, which is
 the budget (poolwarden.budget.total, never recomputed here).
