@@ -127,3 +127,163 @@ def test_the_online_default_stays_the_official_pgbouncer_exporter():
     pgb = container(pod_spec(r, "Deployment", PGBOUNCER), "metrics")
     assert pgb["image"] == "prometheuscommunity/pgbouncer-exporter:v0.10.2"
     assert NAMESPACE == r.get("Deployment", PGBOUNCER)["metadata"]["namespace"]
+
+
+# --- PodMonitors, PrometheusRule, rules ConfigMap -------------------------------------------------
+
+MONITORING_API = ["monitoring.coreos.com/v1/PodMonitor", "monitoring.coreos.com/v1/PrometheusRule"]
+RULES_CM = f"{FULL}-prometheus-rules"
+ALL_ALERTS = {
+    "PoolwardenBudgetNearlyUsed",
+    "PoolwardenBudgetOvercommitted",
+    "PoolwardenBudgetNotReady",
+    "PoolwardenClientsWaiting",
+    "PoolwardenBackstopMissing",
+}
+
+
+def render_api(*values_files, sets=None, api=MONITORING_API):
+    """`helm template` as against a cluster that serves the given API kinds."""
+    extra = [a for kind in api for a in ("--api-versions", kind)]
+    return render(*values_files, sets=sets, extra_args=extra)
+
+
+def rules_of(r) -> dict:
+    return yaml.safe_load(r.get("ConfigMap", RULES_CM)["data"]["poolwarden.rules.yaml"])
+
+
+def alerts(rules: dict) -> dict[str, dict]:
+    return {rule["alert"]: rule for g in rules["groups"] for rule in g["rules"]}
+
+
+@pytest.mark.parametrize("values", [None, "metrics"])
+def test_no_monitoring_objects_where_the_api_does_not_serve_them(values):
+    r = render(*([ci(values)] if values else []))
+    assert r.of_kind("PodMonitor") == [] and r.of_kind("PrometheusRule") == []
+    assert RULES_CM not in r.names("ConfigMap")  # the plain ConfigMap is opt-in
+    # the group version alone is not enough: the kinds themselves must be served
+    r = render_api(ci("metrics"), api=["monitoring.coreos.com/v1"])
+    assert r.of_kind("PodMonitor") == [] and r.of_kind("PrometheusRule") == []
+
+
+def test_podmonitors_select_their_components_pods_and_scrape_a_port_they_expose():
+    r = render_api(ci("metrics"))
+    monitors = {m["metadata"]["name"]: m for m in r.of_kind("PodMonitor")}
+    assert set(monitors) == {PGBOUNCER, POSTGRESQL, f"{FULL}-operator"}
+    workloads = {
+        d["metadata"]["name"]: d for d in r.docs if d["kind"] in ("Deployment", "StatefulSet")
+    }
+    for name, monitor in monitors.items():
+        spec = monitor["spec"]
+        assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+        selected = [
+            w
+            for w, d in workloads.items()
+            if all(
+                d["spec"]["template"]["metadata"]["labels"].get(k) == v
+                for k, v in spec["selector"]["matchLabels"].items()
+            )
+        ]
+        assert selected == [name], (name, selected)
+        [endpoint] = spec["podMetricsEndpoints"]
+        assert endpoint["port"] == "metrics" and endpoint["interval"] == "30s"
+        # the operator's series carry the budget's namespace label: it must win over the target's
+        assert endpoint["honorLabels"] is (name == f"{FULL}-operator")
+        if name == f"{FULL}-operator":
+            continue  # the operator's metrics port is the operator's (docs/monitoring.md)
+        ports = [
+            p["name"]
+            for c in workloads[name]["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports", [])
+        ]
+        assert "metrics" in ports, (name, ports)
+    # without the exporters only the operator is scraped; podMonitors.enabled=false: none
+    only = render_api().of_kind("PodMonitor")
+    assert [m["metadata"]["name"] for m in only] == [f"{FULL}-operator"]
+    off = render_api(ci("metrics"), sets={"monitoring.podMonitors.enabled": "false"})
+    assert off.of_kind("PodMonitor") == [] and off.of_kind("PrometheusRule")
+
+
+def test_prometheusrule_and_configmap_carry_the_same_rules_from_one_source():
+    r = render_api(ci("metrics"), sets={"monitoring.rulesConfigMap.enabled": "true"})
+    [rule] = r.of_kind("PrometheusRule")
+    assert rule["spec"] == rules_of(r)
+    assert set(alerts(rules_of(r))) == ALL_ALERTS
+    # the rule text lives in files/prometheus-rules.yaml only: no template spells an alert
+    for template in (CHART / "templates").rglob("*"):
+        if template.is_file():
+            assert "alert:" not in template.read_text(), template
+    # without the API the ConfigMap alone, with the same rules
+    plain = render(ci("metrics"), sets={"monitoring.rulesConfigMap.enabled": "true"})
+    assert rules_of(plain) == rule["spec"]
+
+
+def test_alerts_follow_what_the_release_exports():
+    on = {"monitoring.rulesConfigMap.enabled": "true"}
+    assert set(alerts(rules_of(render(sets=on)))) == {
+        "PoolwardenBudgetOvercommitted",
+        "PoolwardenBudgetNotReady",
+    }
+    r = render(sets={**on, "pgbouncer.metrics.enabled": "true"})
+    assert set(alerts(rules_of(r))) == ALL_ALERTS - {"PoolwardenBackstopMissing"}
+    r = render(sets={**on, "postgresql.metrics.enabled": "true", "operator.enabled": "false"})
+    assert set(alerts(rules_of(r))) == {"PoolwardenBackstopMissing"}
+    # nothing to alert on: no empty rule objects
+    r = render_api(sets={**on, "operator.enabled": "false"})
+    assert RULES_CM not in r.names("ConfigMap") and r.of_kind("PrometheusRule") == []
+
+
+def test_thresholds_and_labels_come_from_values():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["monitoring"]["rules"]
+    keys = {
+        "PoolwardenBudgetNearlyUsed": "budgetNearlyUsed",
+        "PoolwardenBudgetOvercommitted": "overcommitted",
+        "PoolwardenBudgetNotReady": "notReady",
+        "PoolwardenClientsWaiting": "clientsWaiting",
+        "PoolwardenBackstopMissing": "backstopMissing",
+    }
+    on = {"monitoring.rulesConfigMap.enabled": "true"}
+    got = alerts(rules_of(render(ci("metrics"), sets=on)))
+    for alert, key in keys.items():
+        assert got[alert]["for"] == values[key]["for"], alert
+        assert got[alert]["labels"] == {
+            "severity": values[key]["severity"],
+            "namespace": NAMESPACE,
+            "budget": FULL,
+        }
+    changed = alerts(
+        rules_of(
+            render(
+                ci("metrics"),
+                sets={
+                    "monitoring.rulesConfigMap.enabled": "true",
+                    "monitoring.rules.budgetNearlyUsed.for": "7m",
+                    "monitoring.rules.overcommitted.severity": "page",
+                    "monitoring.rules.additionalLabels.team": "db",
+                    "monitoring.rules.additionalLabels.namespace": "not-this-one",
+                },
+            )
+        )
+    )
+    assert changed["PoolwardenBudgetNearlyUsed"]["for"] == "7m"
+    assert changed["PoolwardenBudgetOvercommitted"]["labels"]["severity"] == "page"
+    assert all(a["labels"]["team"] == "db" for a in changed.values())
+    assert all(a["labels"]["namespace"] == NAMESPACE for a in changed.values())
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        ({"monitoring.rules.budgetNearlyUsed.ratio": "1.5"}, r"budgetNearlyUsed\.ratio"),
+        ({"monitoring.rules.budgetNearlyUsed.ratio": "0"}, r"budgetNearlyUsed\.ratio"),
+        ({"monitoring.rules.clientsWaiting.above": "-1"}, r"clientsWaiting\.above"),
+        ({"monitoring.rules.overcommitted.for": "1 minute"}, r"overcommitted\.for"),
+        ({"monitoring.podMonitors.interval": "often"}, r"podMonitors\.interval"),
+        ({"monitoring.rules.notReady.severity": "Very Bad"}, r"notReady\.severity"),
+        ({"monitoring.rules.backstopMissing.after": "1m"}, r"after.*(not allowed|Additional)"),
+    ],
+)
+def test_schema_rejects_bad_thresholds_naming_the_key(sets, expected):
+    from test_chart_render import render_error
+
+    assert re.search(expected, render_error(sets=sets)), expected

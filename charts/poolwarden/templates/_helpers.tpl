@@ -620,3 +620,8 @@ Usage: include "poolwarden.consumer.env" (dict "context" $ "name" "app" "workers
 - name: POOLWARDEN_STATEMENT_CACHE
   value: {{ include "poolwarden.app.statementCache" .context | quote }}
 {{- end }}
+
+{{/* The release's alerting rules (a `groups:` document), rendered from files/prometheus-rules.yaml. */}}
+{{- define "poolwarden.monitoring.rules" -}}
+{{- tpl (.Files.Get "files/prometheus-rules.yaml") . | trim }}
+{{- end }}
