@@ -160,7 +160,8 @@ def alerts(rules: dict) -> dict[str, dict]:
 def test_no_monitoring_objects_where_the_api_does_not_serve_them(values):
     r = render(*([ci(values)] if values else []))
     assert r.of_kind("PodMonitor") == [] and r.of_kind("PrometheusRule") == []
-    assert RULES_CM not in r.names("ConfigMap")  # the plain ConfigMap is opt-in
+    # the plain ConfigMap is opt-in (ci/metrics-values.yaml opts in), whatever the API serves
+    assert (RULES_CM in r.names("ConfigMap")) is (values == "metrics")
     # the group version alone is not enough: the kinds themselves must be served
     r = render_api(ci("metrics"), api=["monitoring.coreos.com/v1"])
     assert r.of_kind("PodMonitor") == [] and r.of_kind("PrometheusRule") == []
