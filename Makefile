@@ -56,7 +56,7 @@ lint: venv ## Lint, and check that the core imports nothing it must not.
 -include $(wildcard mk/*.mk)
 
 .PHONY: trixie-root
-trixie-root: ## Build the Debian trixie chroot that runs PostgreSQL 17, PgBouncer 1.24 and etcd on the host.
+trixie-root: ## Build the Debian trixie chroot: PostgreSQL 17, PgBouncer 1.24, etcd, promtool and both exporters for the host-side tests.
 	$(PROJECT_DIR)/tools/trixie-rootfs.sh $(TRIXIE_ROOT) $(TRIXIE_ROOT_PACKAGES)
 
 ##@ Tests
