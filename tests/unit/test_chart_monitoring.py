@@ -279,6 +279,8 @@ def test_thresholds_and_labels_come_from_values():
         ({"monitoring.rules.budgetNearlyUsed.ratio": "0"}, r"budgetNearlyUsed\.ratio"),
         ({"monitoring.rules.clientsWaiting.above": "-1"}, r"clientsWaiting\.above"),
         ({"monitoring.rules.overcommitted.for": "1 minute"}, r"overcommitted\.for"),
+        ({"monitoring.rules.overcommitted.for": "30s1m"}, r"overcommitted\.for"),  # units in order
+        ({"monitoring.rules.overcommitted.for": ""}, r"overcommitted\.for"),
         ({"monitoring.podMonitors.interval": "often"}, r"podMonitors\.interval"),
         ({"monitoring.rules.notReady.severity": "Very Bad"}, r"notReady\.severity"),
         ({"monitoring.rules.backstopMissing.after": "1m"}, r"after.*(not allowed|Additional)"),
