@@ -625,3 +625,11 @@ Usage: include "poolwarden.consumer.env" (dict "context" $ "name" "app" "workers
 {{- define "poolwarden.monitoring.rules" -}}
 {{- tpl (.Files.Get "files/prometheus-rules.yaml") . | trim }}
 {{- end }}
+
+{{/*
+The name of the operator container's port that serves its Prometheus metrics: the operator's
+PodMonitor scrapes the port of this name (the operator's Deployment names its port with it).
+*/}}
+{{- define "poolwarden.operator.metricsPortName" -}}
+metrics
+{{- end }}
