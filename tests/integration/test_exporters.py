@@ -145,7 +145,7 @@ def test_debians_exporters_export_what_the_rules_read(stack, start_bouncer):
         with psycopg.connect(f"postgresql://{devstack.APP_USER}:{stack.app_password}"
                              f"@127.0.0.1:{bouncer.port}/{devstack.APP_DB}",
                              connect_timeout=10) as c:
-            c.execute("SELECT pg_sleep(6)")
+            c.execute("SELECT pg_sleep(10)")
 
     threads = [threading.Thread(target=sleeper) for _ in range(3)]
     named = [psycopg.connect(stack.dsn(via_bouncer=False), application_name="exporter-check",
@@ -169,7 +169,7 @@ def test_debians_exporters_export_what_the_rules_read(stack, start_bouncer):
         )
     finally:
         for t in threads:
-            t.join(timeout=30)
+            t.join(timeout=60)
         for c in named:
             c.close()
         stack.stop_one("pgbouncer-exporter")
