@@ -175,7 +175,8 @@ def test_prometheus_scrapes_the_series_the_rules_read(monitored):
         role = release.consumer_role()
         limit = wait_for(
             "the app role's CONNECTION LIMIT scraped",
-            lambda: prom.query(f'pg_role_connection_limit{{namespace="{ns}", rolname="{role}"}}'),
+            lambda: prom.query(f'pg_role_connection_limit{{namespace="{ns}", rolname="{role}"}}')
+            or None,
             timeout=120, interval=3,
         )
         values = release.values
@@ -194,7 +195,7 @@ def test_backstop_missing_fires_and_resolves_after_the_db_role_repair(monitored)
     with explained(release):
         def removed_and_firing():
             release.psql(f'ALTER ROLE "{role}" CONNECTION LIMIT -1;')  # the sidecar repairs it
-            return prom.firing("PoolwardenBackstopMissing")
+            return prom.firing("PoolwardenBackstopMissing") or None
 
         [alert] = wait_for("PoolwardenBackstopMissing firing", removed_and_firing,
                            timeout=120, interval=2)
@@ -215,12 +216,12 @@ def test_overcommitted_budget_fires(monitored):
     start = time.monotonic()
     with explained(release):
         series = f'poolwarden_budget_connections{{namespace="{release.namespace}"}}'
-        wait_for("the operator's series scraped", lambda: prom.query(series),
+        wait_for("the operator's series scraped", lambda: prom.query(series) or None,
                  timeout=120, interval=3)
         release.kubectl("patch", "connectionbudget", release.budget, "--type", "merge",
                         "-p", '{"spec": {"pgbouncer": {"maxClientConn": 1}}}')
         [alert] = wait_for("PoolwardenBudgetOvercommitted firing",
-                           lambda: prom.firing("PoolwardenBudgetOvercommitted"),
+                           lambda: prom.firing("PoolwardenBudgetOvercommitted") or None,
                            timeout=180, interval=3)
         assert alert["metric"]["budget"] == release.budget
     note(f"monitoring: overcommitted alert fired {time.monotonic() - start:.0f} s after the patch")
