@@ -12,8 +12,10 @@ TOOLS_DIR      ?= $(PROJECT_DIR)/.tools
 TOOLS_BIN      ?= $(TOOLS_DIR)/bin
 KIND_CLUSTER   ?= poolwarden
 TRIXIE_ROOT    ?= $(TOOLS_DIR)/trixie-root
-# Debian trixie packages the host-side tests run from a chroot (the host is bookworm).
-TRIXIE_ROOT_PACKAGES := ca-certificates postgresql-17 postgresql-client-17 pgbouncer etcd-server etcd-client
+# Debian trixie packages the host-side tests run from a chroot (the host is bookworm): the
+# servers, and promtool plus both exporters for the monitoring tests.
+TRIXIE_ROOT_PACKAGES := ca-certificates postgresql-17 postgresql-client-17 pgbouncer etcd-server etcd-client \
+                        promtool prometheus-pgbouncer-exporter prometheus-postgres-exporter
 export PATH := $(TOOLS_BIN):$(VENV)/bin:$(PATH)
 # Every Python version the venv and the images share is written once, in constraints.txt;
 # $(call pins,NAME...) gives NAME==VERSION for each (and stops when one has none).
@@ -54,7 +56,7 @@ lint: venv ## Lint, and check that the core imports nothing it must not.
 -include $(wildcard mk/*.mk)
 
 .PHONY: trixie-root
-trixie-root: ## Build the Debian trixie chroot that runs PostgreSQL 17, PgBouncer 1.24 and etcd on the host.
+trixie-root: ## Build the Debian trixie chroot: PostgreSQL 17, PgBouncer 1.24, etcd, promtool and both exporters for the host-side tests.
 	$(PROJECT_DIR)/tools/trixie-rootfs.sh $(TRIXIE_ROOT) $(TRIXIE_ROOT_PACKAGES)
 
 ##@ Tests

@@ -6,10 +6,12 @@ PROJECT_IMAGES := poolwarden/app:$(VERSION)=app/Dockerfile \
                   poolwarden/flask-app:$(VERSION)=flask-app/Dockerfile \
                   poolwarden/pgbouncer:$(VERSION)=pgbouncer/Dockerfile \
                   poolwarden/operator:$(VERSION)=operator/Dockerfile \
-                  poolwarden/postgres:17=postgres/Dockerfile
+                  poolwarden/postgres:17=postgres/Dockerfile \
+                  poolwarden/pgbouncer-exporter:$(VERSION)=exporters/pgbouncer/Dockerfile \
+                  poolwarden/postgres-exporter:$(VERSION)=exporters/postgres/Dockerfile
 
 .PHONY: images
-images: base-image ## Build the project's images (app, flask-app, pgbouncer, operator, postgres).
+images: base-image ## Build the project's images (app, flask-app, pgbouncer, operator, postgres, both exporters).
 	@set -e; for pair in $(PROJECT_IMAGES); do \
 	  image=$${pair%%=*}; dockerfile=$${pair#*=}; \
 	  if [ ! -f "$(PROJECT_DIR)/$$dockerfile" ]; then echo ">> images: skipping $$image ($$dockerfile not found)"; continue; fi; \

@@ -72,8 +72,13 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-def template_args(*values_files: str | Path, sets: dict[str, str] | None = None, release=RELEASE):
-    args = ["template", release, str(CHART), "--namespace", NAMESPACE]
+def template_args(
+    *values_files: str | Path,
+    sets: dict[str, str] | None = None,
+    release=RELEASE,
+    extra_args: list[str] | None = None,
+):
+    args = ["template", release, str(CHART), "--namespace", NAMESPACE, *(extra_args or [])]
     for f in values_files:
         args += ["-f", str(f)]
     for key, value in (sets or {}).items():
@@ -81,8 +86,13 @@ def template_args(*values_files: str | Path, sets: dict[str, str] | None = None,
     return args
 
 
-def render(*values_files: str | Path, sets: dict[str, str] | None = None, release=RELEASE):
-    proc = helm(*template_args(*values_files, sets=sets, release=release))
+def render(
+    *values_files: str | Path,
+    sets: dict[str, str] | None = None,
+    release=RELEASE,
+    extra_args: list[str] | None = None,
+):
+    proc = helm(*template_args(*values_files, sets=sets, release=release, extra_args=extra_args))
     return Rendered([d for d in yaml.safe_load_all(proc.stdout) if d])
 
 

@@ -164,6 +164,11 @@ postgres-password
 {{- printf "%s-db-role" (include "poolwarden.fullname" .) }}
 {{- end }}
 
+{{/* The ConfigMap with the PostgreSQL exporter's custom queries. */}}
+{{- define "poolwarden.postgresql.exporterConfigMapName" -}}
+{{- printf "%s-postgres-exporter" (include "poolwarden.fullname" .) }}
+{{- end }}
+
 {{/*
 role.conf for db-role.sh: the consumers' role, its database, and its CONNECTION LIMIT, which is
 the budget (poolwarden.budget.total, never recomputed here).
@@ -614,4 +619,17 @@ Usage: include "poolwarden.consumer.env" (dict "context" $ "name" "app" "workers
   value: {{ .context.Values.budget.waitTimeoutSeconds | quote }}
 - name: POOLWARDEN_STATEMENT_CACHE
   value: {{ include "poolwarden.app.statementCache" .context | quote }}
+{{- end }}
+
+{{/* The release's alerting rules (a `groups:` document), rendered from files/prometheus-rules.yaml. */}}
+{{- define "poolwarden.monitoring.rules" -}}
+{{- tpl (.Files.Get "files/prometheus-rules.yaml") . | trim }}
+{{- end }}
+
+{{/*
+The name of the operator container's port that serves its Prometheus metrics: the operator's
+PodMonitor scrapes the port of this name (the operator's Deployment names its port with it).
+*/}}
+{{- define "poolwarden.operator.metricsPortName" -}}
+metrics
 {{- end }}
