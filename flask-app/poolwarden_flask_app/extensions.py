@@ -32,6 +32,10 @@ class Runtime:
             self._metrics, self._metrics_pid = PoolMetrics(), os.getpid()
         return self._metrics
 
+    def observe_pool(self, status: dict[str, object]) -> None:
+        """The pool observer: into this process's metrics."""
+        self.metrics.observe_pool(status)
+
 
 def runtime() -> Runtime:
     return current_app.extensions["poolwarden_flask_app"]

@@ -32,7 +32,9 @@ def create_app(settings: config.Settings | None = None) -> Flask:
                         max_overflow=s.max_overflow, poll=s.plan_poll,
                         retry_after=s.retry_after_seconds)
     schema = db.Schema(pools, enabled=s.create_schema)
-    app.extensions["poolwarden_flask_app"] = Runtime(settings=s, pools=pools, schema=schema)
+    rt = Runtime(settings=s, pools=pools, schema=schema)
+    app.extensions["poolwarden_flask_app"] = rt
+    pools.observer = rt  # every worker publishes the plan it applies (the operator's Applied)
     routes.install_error_handlers(app)
     app.register_blueprint(routes.bp)
     schema.ensure()  # an unreachable database only leaves the workers unready for now

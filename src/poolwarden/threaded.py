@@ -112,6 +112,9 @@ class Pools:
         self._pid = os.getpid()
         self._retired: set[Slot] = set()  # replaced, connections still open
         self.swaps = 0
+        self.observer: Any = None
+        """Told the `/pool` dict whenever the plan in use changes (`observe_pool(status)`, e.g.
+        `poolwarden.metrics.PoolMetrics`): each worker publishes its own generation."""
         self._current = self._slot(plan)
         _LIVE.add(self)
 
@@ -170,8 +173,19 @@ class Pools:
             if dispose:
                 self._dispose(slot)
 
+    def observe(self) -> None:
+        """Tell the observer how the pool is now (nothing without one)."""
+        if self.observer is not None:
+            self.observer.observe_pool(self.status())
+
     def apply(self, plan: planfile.PoolPlan) -> bool:
         """Make `plan` current. Returns True when the pool was replaced (size changed)."""
+        try:
+            return self._apply(plan)
+        finally:
+            self.observe()
+
+    def _apply(self, plan: planfile.PoolPlan) -> bool:
         with self._lock:
             old = self._current
             if same_size(old.plan, plan):
@@ -386,9 +400,10 @@ class PlanFollowingEngine(Pools):
             self.start()
 
     def start(self) -> None:
-        """Watch the plan file in this process (idempotent)."""
+        """Watch the plan file in this process (idempotent), and publish the plan in use."""
         self._want_watch = True
         self.watcher.start(self)
+        self.observe()
 
     def ensure_watching(self) -> None:
         """Start the watch in this process unless it runs (cheap: call it per request)."""

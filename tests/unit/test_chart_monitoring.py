@@ -137,6 +137,7 @@ ALL_ALERTS = {
     "PoolwardenBudgetNearlyUsed",
     "PoolwardenBudgetOvercommitted",
     "PoolwardenBudgetNotReady",
+    "PoolwardenPlanNotApplied",
     "PoolwardenClientsWaiting",
     "PoolwardenBackstopMissing",
 }
@@ -224,7 +225,12 @@ def test_alerts_follow_what_the_release_exports():
     assert set(alerts(rules_of(render(sets=on)))) == {
         "PoolwardenBudgetOvercommitted",
         "PoolwardenBudgetNotReady",
+        "PoolwardenPlanNotApplied",
     }
+    # the operator serving no series: none of its alerts
+    r = render(sets={**on, "operator.metrics.enabled": "false",
+                     "pgbouncer.metrics.enabled": "true"})
+    assert set(alerts(rules_of(r))) == {"PoolwardenClientsWaiting"}
     r = render(sets={**on, "pgbouncer.metrics.enabled": "true"})
     assert set(alerts(rules_of(r))) == ALL_ALERTS - {"PoolwardenBackstopMissing"}
     r = render(sets={**on, "postgresql.metrics.enabled": "true", "operator.enabled": "false"})
@@ -240,6 +246,7 @@ def test_thresholds_and_labels_come_from_values():
         "PoolwardenBudgetNearlyUsed": "budgetNearlyUsed",
         "PoolwardenBudgetOvercommitted": "overcommitted",
         "PoolwardenBudgetNotReady": "notReady",
+        "PoolwardenPlanNotApplied": "notApplied",
         "PoolwardenClientsWaiting": "clientsWaiting",
         "PoolwardenBackstopMissing": "backstopMissing",
     }

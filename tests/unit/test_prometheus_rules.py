@@ -6,7 +6,7 @@ trixie-root`, package `promtool`) and runs there through tools/devstack/chroot-r
 alert the test series make it fire once and stay silent once (below its threshold, or with the
 series of another release or role around it), at the thresholds read from values.yaml and at
 changed ones. A second test checks that every `poolwarden_*` series a rule reads is one the
-operator (metric_contract.OPERATOR_SERIES) or the library (`poolwarden.metrics`) defines.
+operator (`poolwarden_operator.metrics.EXPOSED`) or the library (`poolwarden.metrics`) defines.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from metric_contract import OPERATOR_SERIES
 from test_chart_render import CHART, FULL, HELM, NAMESPACE, PGBOUNCER, POSTGRESQL, ROOT, ci, render
 
 TRIXIE_ROOT = Path(os.environ.get("TRIXIE_ROOT", ROOT / ".tools" / "trixie-root"))
@@ -148,11 +147,12 @@ def cases(values: dict) -> list[Case]:
     out.append(Case(a, "both aliases at the threshold, another namespace far above",
                     waiting(above, above), after(key)))
 
-    # PoolwardenBudgetOvercommitted / PoolwardenBudgetNotReady: the operator's flags
+    # PoolwardenBudgetOvercommitted / NotReady / PlanNotApplied: the operator's flags
     other = {"namespace": NAMESPACE, "budget": "other-poolwarden"}
     for a, key, name, bad, good in (
         ("PoolwardenBudgetOvercommitted", "overcommitted", "poolwarden_budget_overcommitted", 1, 0),
         ("PoolwardenBudgetNotReady", "notReady", "poolwarden_budget_ready", 0, 1),
+        ("PoolwardenPlanNotApplied", "notApplied", "poolwarden_budget_plan_applied", 0, 1),
     ):
         out.append(Case(a, "this budget", [series(name, bad, **OURS)], after(key), value=bad))
         out.append(Case(a, "this budget fine, another one not",
@@ -224,6 +224,7 @@ CHANGED = {
     "monitoring.rules.budgetNearlyUsed.for": "90s",
     "monitoring.rules.clientsWaiting.above": "3",
     "monitoring.rules.overcommitted.for": "0s",
+    "monitoring.rules.notApplied.for": "3m",
     "monitoring.rules.backstopMissing.for": "10m",
 }
 
@@ -248,7 +249,7 @@ def test_every_alert_fires_and_stays_silent_under_promtool(tmp_path, sets):
     rules_text = rendered_rules(sets)
     all_cases = cases(values_with(sets))
     alerts = {r["alert"] for g in yaml.safe_load(rules_text)["groups"] for r in g["rules"]}
-    assert len(alerts) == 5, alerts
+    assert len(alerts) == 6, alerts
     assert {c.alert for c in all_cases if c.fires} == alerts
     assert {c.alert for c in all_cases if not c.fires} == alerts
     proc = promtool(tmp_path, rules_text, promtool_test_file(rules_text, all_cases))
@@ -296,7 +297,9 @@ def test_the_name_scanner_sees_names_and_ignores_label_values():
 
 
 def test_every_poolwarden_series_in_the_rules_is_defined_by_the_operator_or_the_library():
-    known = OPERATOR_SERIES | library_series()
+    from poolwarden_operator.metrics import EXPOSED
+
+    known = set(EXPOSED) | library_series()
     assert "poolwarden_pool_checked_out" in known and "poolwarden_budget_ready" in known
     rules = yaml.safe_load(rendered_rules({}))
     used = set()
@@ -307,4 +310,4 @@ def test_every_poolwarden_series_in_the_rules_is_defined_by_the_operator_or_the_
             used |= names
     # the rules really read the operator's series (the check above is not vacuous)
     assert {"poolwarden_budget_connections", "poolwarden_budget_overcommitted",
-            "poolwarden_budget_ready"} <= used
+            "poolwarden_budget_ready", "poolwarden_budget_plan_applied"} <= used
