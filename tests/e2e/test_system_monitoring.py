@@ -138,6 +138,17 @@ def prometheus_image(cluster) -> str:
     return PROMETHEUS_IMAGE
 
 
+def connect_through_pgbouncer(release: Release, pod: str) -> None:
+    """One query as the consumers' role through that PgBouncer pod, from inside it."""
+    script = (
+        'PGPASSWORD="$PGBOUNCER_DB_PASSWORD" psql -X -q -At -h 127.0.0.1 '
+        '-p "${PGBOUNCER_LISTEN_PORT:-6432}" -U "$PGBOUNCER_DB_USER" -d "$PGBOUNCER_DB_NAME" '
+        '-c "SELECT 1"'
+    )
+    result = release.kubectl("exec", pod, "-c", "pgbouncer", "--", "sh", "-c", script, timeout=30)
+    assert result.stdout.strip() == "1", result
+
+
 @pytest.fixture(scope="module")
 def monitored(make_release, prometheus_image) -> Iterator[tuple[Release, Prom]]:  # noqa: F811
     start = time.monotonic()
@@ -182,7 +193,15 @@ def test_prometheus_scrapes_the_series_the_rules_read(monitored):
         values = release.values
         budget = values["postgresql"]["maxConnections"] - values["budget"]["reserved"]
         assert [float(s["value"][1]) for s in limit] == [budget]
-        assert prom.query(f'pg_client_connections_count{{namespace="{ns}", usename="{role}"}}')
+        # the series has a row only while the role holds a connection: open one through
+        # PgBouncer (it keeps the server connection idle), then wait for the next scrape
+        connect_through_pgbouncer(release, pods[0]["metric"]["pod"])
+        wait_for(
+            "the app role's connections scraped",
+            lambda: prom.query(
+                f'pg_client_connections_count{{namespace="{ns}", usename="{role}"}}') or None,
+            timeout=60, interval=3,
+        )
         # at rest nothing of this release fires
         assert prom.query(f'ALERTS{{alertstate="firing", namespace="{ns}"}}') == []
     note(f"monitoring: series scraped in {time.monotonic() - start:.0f} s")
