@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kube import Release, wait_for
+from kube import Release, restarts, wait_for
 from releases import explained, make_release, note  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -183,6 +183,10 @@ def test_prometheus_scrapes_the_series_the_rules_read(monitored):
             timeout=120, interval=3,
         )
         assert len(pods) == 2
+        # the exporter sidecar starts after PgBouncer listens: it exited (a restart of every
+        # new pod) when it started first
+        assert {p["metadata"]["name"]: restarts(p) for p in release.pods("pgbouncer")} == {
+            p["metadata"]["name"]: 0 for p in release.pods("pgbouncer")}
         role = release.consumer_role()
         limit = wait_for(
             "the app role's CONNECTION LIMIT scraped",

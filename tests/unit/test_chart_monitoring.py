@@ -297,3 +297,19 @@ def test_schema_rejects_bad_thresholds_naming_the_key(sets, expected):
     from test_chart_render import render_error
 
     assert re.search(expected, render_error(sets=sets)), expected
+
+
+def test_the_pgbouncer_exporter_starts_only_once_pgbouncer_listens():
+    """The exporter exits when PgBouncer does not answer (Debian's 0.10.2: `error pinging
+    pgbouncer`), which restarted it once in every new pod: the kubelet starts containers in
+    order and the next only after a postStart hook returns, so PgBouncer's hook waits for it."""
+    r = render(sets={"pgbouncer.metrics.enabled": "true"})
+    spec = pod_spec(r, "Deployment", PGBOUNCER)
+    assert [c["name"] for c in spec["containers"]] == ["pgbouncer", "metrics"]
+    pgbouncer = spec["containers"][0]
+    script = " ".join(pgbouncer["lifecycle"]["postStart"]["exec"]["command"])
+    assert 'pg_isready -q -h 127.0.0.1 -p "$PGBOUNCER_LISTEN_PORT"' in script
+    assert "exit 0" in script.rsplit(";", 1)[-1]  # a PgBouncer that never listens is the probes'
+    assert "PGBOUNCER_LISTEN_PORT" in env_of(pgbouncer)
+    off = render(sets={"pgbouncer.metrics.enabled": "false"})
+    assert "lifecycle" not in container(pod_spec(off, "Deployment", PGBOUNCER), "pgbouncer")
