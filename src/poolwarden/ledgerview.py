@@ -230,7 +230,9 @@ def ledger(budget: dict[str, Any], files: Files, now: datetime.datetime) -> dict
         "consumers": consumers,
         "consumersMore": max(0, len(_list(status.get("consumers"))) - LISTED),
         "pgbouncer": {
-            "podsHolding": pods_listed if _int(pods_listed) is not None else None,
+            # an integer before the ledger (the pods that may hold connections), else the list
+            "podsHolding": _int(pods_listed) if _int(pods_listed) is not None
+            else (len(pods) if pods else None),
             "replicas": _int(bouncer.get("replicas")),
             "surge": _int(bouncer.get("surge")),
             "maxDbConnections": _int(bouncer.get("maxDbConnections")),
@@ -267,7 +269,7 @@ def _head(data: dict[str, Any]) -> list[str]:
     ready = data["ready"] or {}
     applied = data["applied"]
     line = f"ConnectionBudget {cut(data['namespace'], NAME_WIDTH)}/{cut(data['name'], NAME_WIDTH)}"
-    line += f"   state {data['state'] or NOT_PLANNED}"
+    line += f"   state {cut(data['state'] or NOT_PLANNED, NAME_WIDTH)}"
     if data["planGeneration"] is not None:
         line += f"   plan generation {data['planGeneration']}"
     if applied["status"] is not None:
