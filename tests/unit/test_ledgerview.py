@@ -11,6 +11,7 @@ import copy
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,18 +38,18 @@ def make_budget(**status_parts) -> dict:
         "pgbouncer": {
             "replicas": 2, "surge": 0, "maxDbConnections": 45, "maxUserConnections": 45,
             "defaultPoolSize": 41, "reservePoolSize": 4, "maxClientConn": 1000,
-            "terminatingHeld": {"shop-pgbouncer-6f7d-old01": 60},
+            "terminatingHeld": {"shop-poolwarden-pgbouncer-6f7d-old01": 60},
             "pods": [
-                {"name": "shop-pgbouncer-6f7d-abcde", "applied": True, "generation": 7},
-                {"name": "shop-pgbouncer-6f7d-xyz12", "applied": False,
+                {"name": "shop-poolwarden-pgbouncer-6f7d-abcde", "applied": True, "generation": 7},
+                {"name": "shop-poolwarden-pgbouncer-6f7d-xyz12", "applied": False,
                  "message": "alias app pool_size 3, sizing file 34"},
-                {"name": "shop-pgbouncer-6f7d-old01", "applied": True, "generation": 7},
+                {"name": "shop-poolwarden-pgbouncer-6f7d-old01", "applied": True, "generation": 7},
             ],
         },
         "applied": {
             "readyPods": 6, "laggingPods": 2,
-            "lagging": ["shop-app-7c9f8-k2x4p", "shop-app-worker-5d4-aaaaa"],
-            "pgbouncerPods": 3, "pgbouncerLagging": ["shop-pgbouncer-6f7d-xyz12"],
+            "lagging": ["shop-poolwarden-app-7c9f8-k2x4p", "shop-poolwarden-app-worker-5d4-aaaaa"],
+            "pgbouncerPods": 3, "pgbouncerLagging": ["shop-poolwarden-pgbouncer-6f7d-xyz12"],
         },
         "inUse": {
             "sampledAt": "2026-12-03T07:00:00Z", "windowSeconds": 300, "serverActive": 12,
@@ -60,8 +61,9 @@ def make_budget(**status_parts) -> dict:
                  "clientsWaiting": 0, "peakServer": 11, "peakWaiting": 0},
             ],
         },
-        "files": {"shop-app-plan": {"generation": 7}, "shop-worker-plan": {"generation": 6},
-                  "shop-pgbouncer-sizing": {"generation": 7}},
+        "files": {"shop-poolwarden-app-plan": {"generation": 7},
+                  "shop-poolwarden-worker-plan": {"generation": 6},
+                  "shop-poolwarden-pgbouncer-sizing": {"generation": 7}},
         "conditions": [{"type": "Applied", "status": "False", "reason": "PodsLagging"},
                        {"type": "Ready", "status": "True", "reason": "PlanApplied"}],
     }  # fmt: skip
@@ -72,12 +74,12 @@ def make_budget(**status_parts) -> dict:
             status[key] = value
     return {
         "apiVersion": "poolwarden.io/v1alpha1", "kind": "ConnectionBudget",
-        "metadata": {"name": "shop", "namespace": "shop"},
+        "metadata": {"name": "shop-poolwarden", "namespace": "shop"},
         "spec": {
             "database": {"maxConnections": 100, "reserved": 10},
             # a Deployment whose name is a prefix of another's: pods map by their own name
-            "consumers": [{"name": "app", "deployment": "shop-app"},
-                          {"name": "worker", "deployment": "shop-app-worker"}],
+            "consumers": [{"name": "app", "deployment": "shop-poolwarden-app"},
+                          {"name": "worker", "deployment": "shop-poolwarden-app-worker"}],
         },
         "status": status,
     }  # fmt: skip
@@ -89,12 +91,12 @@ def make_files() -> dict:
         pgbouncer_ini.Database("worker", "pg", 5432, "shop", 11),
     ))  # fmt: skip
     return {
-        "shop-app-plan": {planfile.FILE_NAME: planfile.render(
-            planfile.PoolPlan(17, 0, 7, "shop/shop", "app"))},
-        "shop-worker-plan": {planfile.FILE_NAME: planfile.render(
-            planfile.PoolPlan(22, 5, 6, "shop/shop", "worker"))},
-        "shop-pgbouncer-sizing": {pgbouncer_ini.FILE_NAME: pgbouncer_ini.render(
-            sizing, budget="shop/shop", generation=7)},
+        "shop-poolwarden-app-plan": {planfile.FILE_NAME: planfile.render(
+            planfile.PoolPlan(17, 0, 7, "shop/shop-poolwarden", "app"))},
+        "shop-poolwarden-worker-plan": {planfile.FILE_NAME: planfile.render(
+            planfile.PoolPlan(22, 5, 6, "shop/shop-poolwarden", "worker"))},
+        "shop-poolwarden-pgbouncer-sizing": {pgbouncer_ini.FILE_NAME: pgbouncer_ini.render(
+            sizing, budget="shop/shop-poolwarden", generation=7)},
     }  # fmt: skip
 
 
@@ -110,8 +112,8 @@ def row(out: str, first: str) -> list[str]:
 def test_the_ledger_shows_planned_applied_and_in_use_per_consumer():
     out = text(make_budget())
     lines = out.splitlines()
-    assert lines[0].split() == ["ConnectionBudget", "shop/shop", "state", "Ready", "plan",
-                                "generation", "7", "applied", "False", "(PodsLagging)"]
+    assert lines[0].split() == ["ConnectionBudget", "shop/shop-poolwarden", "state", "Ready",
+                                "plan", "generation", "7", "applied", "False", "(PodsLagging)"]
     assert lines[1] == ("budget 90 (max_connections 100 - reserved 10); planned 90 server "
                         "connections in steady state, utilization 1.00")
     assert lines[2] == ("in use 15 of 90 server connections (12 active, 3 idle, 17% of the "
@@ -123,8 +125,8 @@ def test_the_ledger_shows_planned_applied_and_in_use_per_consumer():
                                "9", "2", "9", "4", "30", "6"]
     assert row(out, "worker") == ["worker", "2+0", "11", "22+5", "gen", "6", "1",
                                   "3", "1", "3", "0", "11", "0"]
-    assert ("consumer pods applied: 4 of 6 ready; lagging: shop-app-7c9f8-k2x4p, "
-            "shop-app-worker-5d4-aaaaa") in lines
+    assert ("consumer pods applied: 4 of 6 ready; lagging: shop-poolwarden-app-7c9f8-k2x4p, "
+            "shop-poolwarden-app-worker-5d4-aaaaa") in lines
 
 
 def test_the_ledger_shows_every_pgbouncer_pods_sizing_and_applied():
@@ -133,17 +135,18 @@ def test_the_ledger_shows_every_pgbouncer_pods_sizing_and_applied():
     assert ("pgbouncer: 3 pod(s) may hold server connections (2 replicas +0 surge); per pod "
             "max_db_connections 45, max_user_connections 45, default_pool_size 41, "
             "reserve_pool_size 4, max_client_conn 1000") in lines
-    assert ("sizing file shop-pgbouncer-sizing generation 7: max_db_connections 45, "
+    assert ("sizing file shop-poolwarden-pgbouncer-sizing generation 7: max_db_connections 45, "
             "max_user_connections 45; pool_size per alias: app 34, worker 11") in lines
-    assert ("pgbouncer pods applied: 2 of 3 ready; lagging: shop-pgbouncer-6f7d-xyz12") in lines
+    assert ("pgbouncer pods applied: 2 of 3 ready; lagging: "
+            "shop-poolwarden-pgbouncer-6f7d-xyz12") in lines
     assert row(out, "pgbouncer_pod") == list(ledgerview.POD_COLUMNS)
-    assert row(out, "shop-pgbouncer-6f7d-abcde") == ["shop-pgbouncer-6f7d-abcde", "yes", "7",
-                                                     "45"]
-    assert row(out, "shop-pgbouncer-6f7d-xyz12") == [
-        "shop-pgbouncer-6f7d-xyz12", "no", "-", "45", "alias", "app", "pool_size", "3,",
+    pod = "shop-poolwarden-pgbouncer-6f7d-abcde"
+    assert row(out, pod) == [pod, "yes", "7", "45"]
+    assert row(out, "shop-poolwarden-pgbouncer-6f7d-xyz12") == [
+        "shop-poolwarden-pgbouncer-6f7d-xyz12", "no", "-", "45", "alias", "app", "pool_size", "3,",
         "sizing", "file", "34"]  # fmt: skip
     # a terminating pod may keep the larger limit it had
-    assert row(out, "shop-pgbouncer-6f7d-old01")[3:] == ["60", "(terminating)"]
+    assert row(out, "shop-poolwarden-pgbouncer-6f7d-old01")[3:] == ["60", "(terminating)"]
 
 
 def test_a_budget_not_sampled_yet_says_so_instead_of_zeros():
@@ -165,7 +168,7 @@ def test_a_budget_without_status_is_not_planned_yet():
     del budget["status"]
     out = text(budget, files={})
     assert out.splitlines() == [
-        "ConnectionBudget shop/shop   state not planned yet",
+        "ConnectionBudget shop/shop-poolwarden   state not planned yet",
         "budget 90 (max_connections 100 - reserved 10); not planned yet",
         "in use: not sampled yet",
         "",
@@ -188,12 +191,12 @@ def test_an_invalid_budget_says_what_to_change():
 
 def test_unreadable_or_missing_files_are_named():
     files = make_files()
-    files["shop-worker-plan"] = "forbidden: grant get on configmaps in namespace shop"
-    del files["shop-pgbouncer-sizing"]
+    files["shop-poolwarden-worker-plan"] = "forbidden: grant get on configmaps in namespace shop"
+    del files["shop-poolwarden-pgbouncer-sizing"]
     out = text(make_budget(), files)
     assert row(out, "worker")[4] == "-"
-    assert ("ConfigMap not readable: shop-worker-plan: forbidden: grant get on configmaps in "
-            "namespace shop") in out.splitlines()
+    assert ("ConfigMap not readable: shop-poolwarden-worker-plan: forbidden: grant get on "
+            "configmaps in namespace shop") in out.splitlines()
     assert "sizing file: not read" in out.splitlines()
 
 
@@ -236,9 +239,9 @@ def test_file_refs_are_the_status_files_in_their_namespaces():
     budget["status"]["files"]["other/web-plan"] = {"generation": 1}
     assert ledgerview.file_refs(budget) == [
         ("other/web-plan", "other", "web-plan"),
-        ("shop-app-plan", "shop", "shop-app-plan"),
-        ("shop-pgbouncer-sizing", "shop", "shop-pgbouncer-sizing"),
-        ("shop-worker-plan", "shop", "shop-worker-plan"),
+        ("shop-poolwarden-app-plan", "shop", "shop-poolwarden-app-plan"),
+        ("shop-poolwarden-pgbouncer-sizing", "shop", "shop-poolwarden-pgbouncer-sizing"),
+        ("shop-poolwarden-worker-plan", "shop", "shop-poolwarden-worker-plan"),
     ]
 
 
@@ -287,7 +290,15 @@ def test_status_with_an_unreachable_server_says_so(tmp_path, capsys):
     assert "has no context 'other' (it has: c)" in capsys.readouterr().err
 
 
-def test_copy_is_not_mutated():
+def test_the_readme_shows_what_status_prints():
+    """The README's `$ poolwarden status` block is this module's budget, rendered."""
+    block = re.search(r"```\n\$ poolwarden status -n shop shop-poolwarden\n(.*?)```",
+                      (ROOT / "README.md").read_text(), re.S)  # fmt: skip
+    assert block, "README.md has no `$ poolwarden status -n shop shop-poolwarden` example"
+    assert block.group(1) == text(make_budget())
+
+
+def test_the_budget_is_not_mutated():
     budget = make_budget()
     before = copy.deepcopy(budget)
     text(budget)
