@@ -198,7 +198,8 @@ def ledger(budget: dict[str, Any], files: Files, now: datetime.datetime) -> dict
     return {
         "namespace": str(meta.get("namespace", "")),
         "name": str(meta.get("name", "")),
-        "planned": bool(status.get("planGeneration") or status.get("consumers")),
+        # an Invalid budget keeps the last plan's consumers in status (merge patches): not a plan
+        "planned": bool(_list(status.get("consumers"))) and status.get("state") != "Invalid",
         "state": str(status.get("state", "")) or None,
         "ready": None if ready is None else {
             "status": ready.get("status"), "message": str(ready.get("message", ""))
@@ -287,7 +288,7 @@ def _head(data: dict[str, Any]) -> list[str]:
         text += (f"; planned {_n(data['serverTotal'])} server connections in steady state, "
                  f"utilization {cut(_n(data['utilization']), 8)}")  # fmt: skip
     else:
-        text += f"; {NOT_PLANNED}"
+        text += "; cannot be planned" if data["state"] == "Invalid" else f"; {NOT_PLANNED}"
         if ready.get("status") == "False" and ready.get("message"):
             text += f": {cut(ready['message'], MESSAGE_WIDTH)}"
     lines.append(text)
@@ -397,6 +398,8 @@ def render(data: dict[str, Any]) -> str:
     if not data["consumers"]:
         lines.append(f"consumers: {NOT_PLANNED}")
     else:
+        if not data["planned"]:
+            lines.append("consumers as last planned (the budget cannot be planned now):")
         lines += _table(
             [CONSUMER_COLUMNS, *(_consumer_row(c) for c in data["consumers"])], "l" + "r" * 11
         )

@@ -16,7 +16,16 @@ import sys
 from pathlib import Path
 
 import kubernetes
-from test_operator import GROUP, PLURAL, VERSION, admin, cluster, crd, wait_for  # noqa: F401
+from test_operator import (  # noqa: F401  (fixtures)
+    GROUP,
+    MERGE,
+    PLURAL,
+    VERSION,
+    admin,
+    cluster,
+    crd,
+    wait_for,
+)
 
 from poolwarden import pgbouncer_ini, planfile
 
@@ -106,7 +115,7 @@ def test_status_prints_the_ledger_from_the_apiserver(cluster, control_plane):  #
     assert "in use: not sampled yet" in before.stdout.splitlines()
 
     cluster.custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, cluster.ns, PLURAL, "budget", {"status": STATUS}
+        GROUP, VERSION, cluster.ns, PLURAL, "budget", {"status": STATUS}, _content_type=MERGE
     )
     write_files(cluster)
     stored = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, cluster.ns, PLURAL,
@@ -153,7 +162,7 @@ def test_status_prints_the_ledger_from_the_apiserver(cluster, control_plane):  #
 def test_status_without_rbac_says_what_to_grant(cluster, control_plane):  # noqa: F811
     cluster.make_budget(consumers=CONSUMERS)
     cluster.custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, cluster.ns, PLURAL, "budget", {"status": STATUS}
+        GROUP, VERSION, cluster.ns, PLURAL, "budget", {"status": STATUS}, _content_type=MERGE
     )
     write_files(cluster)
     reader = control_plane.service_account_kubeconfig(cluster.ns, "reader")

@@ -184,9 +184,18 @@ def test_an_invalid_budget_says_what_to_change():
         "type": "Ready", "status": "False", "reason": "Invalid",
         "message": "PgBouncer pods outnumber the budget: raise spec.database.maxConnections"}]}
     out = text(budget, files={})
-    assert out.splitlines()[1] == ("budget 90 (max_connections 100 - reserved 10); not planned "
-                                   "yet: PgBouncer pods outnumber the budget: raise "
+    assert out.splitlines()[1] == ("budget 90 (max_connections 100 - reserved 10); cannot be "
+                                   "planned: PgBouncer pods outnumber the budget: raise "
                                    "spec.database.maxConnections")
+
+
+def test_an_invalid_budget_marks_the_last_plan_as_such():
+    budget = make_budget(state="Invalid", conditions=[{
+        "type": "Ready", "status": "False", "reason": "Invalid", "message": "lower the pods"}])
+    lines = text(budget).splitlines()
+    assert lines[1] == ("budget 90 (max_connections 100 - reserved 10); cannot be planned: "
+                        "lower the pods")
+    assert "consumers as last planned (the budget cannot be planned now):" in lines
 
 
 def test_unreadable_or_missing_files_are_named():
