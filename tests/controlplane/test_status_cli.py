@@ -4,7 +4,8 @@ The CRD is the chart's; the budget's status is patched through the status subres
 ledger's shape (docs/operator.md: ``applied``, ``pgbouncer.pods``, ``inUse``), its plan and
 sizing ConfigMaps are rendered by the library, and the installed ``poolwarden`` script is run
 with a kubeconfig as a user runs it. Errors: no such budget, and a user without RBAC, who is
-told what to grant; granted exactly that, the same user reads the ledger.
+told what to grant; granted exactly that, the same user reads the ledger. And a budget the
+real operator planned (its own ServiceAccount, the chart's rules) prints the plan it wrote.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from test_operator import (  # noqa: F401  (fixtures)
     admin,
     cluster,
     crd,
+    operator_account,
+    rbac_documents,
+    rbac_values,
+    render_rbac,
+    run_operator,
     wait_for,
 )
 
@@ -197,3 +203,40 @@ def test_status_without_rbac_says_what_to_grant(cluster, control_plane):  # noqa
     out = wait_for("the Role to take effect", allowed, timeout=30, interval=0.5).stdout
     assert row(out, "app")[:4] == ["app", "4+1", "34", "17+0"]
     assert "ConfigMap not readable" not in out
+
+
+def test_status_of_a_budget_the_operator_planned(cluster, run_operator, control_plane):  # noqa: F811
+    cluster.make_deployment("pgbouncer", 2)
+    cluster.make_deployment("app", 3)
+    cluster.make_deployment("worker", 1)
+    cluster.make_budget(consumers=[{"name": "app", "deployment": "app", "workersPerPod": 2},
+                                   {"name": "worker", "deployment": "worker",
+                                    "workersPerPod": 1}])  # fmt: skip
+    run_operator()
+
+    def planned():
+        status = cluster.budget().get("status") or {}
+        return status if status.get("planGeneration") and status.get("consumers") else None
+
+    status = wait_for("the operator's first plan", planned)
+    result = poolwarden("status", "--kubeconfig", control_plane.kubeconfig, "-n", cluster.ns)
+    assert result.returncode == 0, result
+    out = result.stdout
+    sys.stdout.write(out)
+    files = status["files"]
+    for c in status["consumers"]:
+        (ref,) = [r for r in files if r.endswith(f"-{c['name']}-plan")]
+        assert row(out, c["name"])[:6] == [
+            c["name"], f"{c['replicas']}+{c['surge']}", str(c["serverPool"]),
+            f"{c['poolSize']}+{c['maxOverflow']}", "gen", str(files[ref]["generation"]),
+        ]  # fmt: skip
+    b = status["pgbouncer"]
+    assert (f"per pod max_db_connections {b['maxDbConnections']}, max_user_connections "
+            f"{b['maxUserConnections']}") in out
+    sizing = next(r for r in files if r.endswith("-pgbouncer-sizing"))
+    aliases = ", ".join(f"{c['name']} {c['serverPool']}"
+                        for c in sorted(status["consumers"], key=lambda c: c["name"]))
+    assert (f"sizing file {sizing} generation {files[sizing]['generation']}: max_db_connections "
+            f"{b['maxDbConnections']}") in out
+    assert f"pool_size per alias: {aliases}" in out
+    assert f"budget {status['budget']} (max_connections 100 - reserved 10)" in out
