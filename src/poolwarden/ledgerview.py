@@ -174,7 +174,11 @@ def ledger(budget: dict[str, Any], files: Files, now: datetime.datetime) -> dict
                             "peakServer", "peakWaiting")
             },
         })  # fmt: skip
-    pods_listed = bouncer.get("pods")
+    # the ready PgBouncer pods judged against the sizing file: ``readyPods`` (the operator's
+    # name; ``pods`` stays the count that may hold server connections), or a list in ``pods``
+    pods_listed = bouncer.get("readyPods")
+    if not isinstance(pods_listed, list):
+        pods_listed = bouncer.get("pods")
     held = _dict(bouncer.get("terminatingHeld"))
     pods = None
     if isinstance(pods_listed, list):
@@ -218,12 +222,14 @@ def ledger(budget: dict[str, Any], files: Files, now: datetime.datetime) -> dict
             "laggingPods": _int(applied.get("laggingPods")),
             "lagging": lagging,
             "pgbouncerPods": _int(applied.get("pgbouncerPods")),
+            "pgbouncerLaggingPods": _int(applied.get("pgbouncerLaggingPods")),
             "pgbouncerLagging": [str(p) for p in _list(applied.get("pgbouncerLagging"))][:LISTED],
         },
         "inUse": None if not in_use else {
             "sampledAt": in_use.get("sampledAt"),
             "ageSeconds": _age(in_use.get("sampledAt"), now),
             "windowSeconds": _int(in_use.get("windowSeconds")),
+            "pgbouncerPods": _int(in_use.get("pgbouncerPods")),
             "serverActive": _int(in_use.get("serverActive")),
             "serverIdle": _int(in_use.get("serverIdle")),
             "clientsWaiting": _int(in_use.get("clientsWaiting")),
@@ -231,9 +237,7 @@ def ledger(budget: dict[str, Any], files: Files, now: datetime.datetime) -> dict
         "consumers": consumers,
         "consumersMore": max(0, len(_list(status.get("consumers"))) - LISTED),
         "pgbouncer": {
-            # an integer before the ledger (the pods that may hold connections), else the list
-            "podsHolding": _int(pods_listed) if _int(pods_listed) is not None
-            else (len(pods) if pods else None),
+            "podsHolding": _int(bouncer.get("pods")),
             "replicas": _int(bouncer.get("replicas")),
             "surge": _int(bouncer.get("surge")),
             "maxDbConnections": _int(bouncer.get("maxDbConnections")),
@@ -303,6 +307,8 @@ def _head(data: dict[str, Any]) -> list[str]:
             share = f", {100 * total / budget:.0f}% of the budget"
         age = "" if use["ageSeconds"] is None else f", {use['ageSeconds']} s ago"
         window = "" if use["windowSeconds"] is None else f"; peaks over {use['windowSeconds']} s"
+        if use["pgbouncerPods"] is not None:
+            age += f", from {use['pgbouncerPods']} PgBouncer pod(s)"
         lines.append(
             f"in use {_n(total)} of {_n(budget)} server connections ({_n(active)} active, "
             f"{_n(idle)} idle{share}), {_n(use['clientsWaiting'])} clients waiting; sampled "
@@ -369,7 +375,9 @@ def _pgbouncer(data: dict[str, Any]) -> list[str]:
         return lines
     if applied["pgbouncerPods"] is not None:
         lagging = applied["pgbouncerLagging"]
-        lines.append(_applied("pgbouncer", applied["pgbouncerPods"], len(lagging), lagging))
+        count = applied["pgbouncerLaggingPods"]
+        lines.append(_applied("pgbouncer", applied["pgbouncerPods"],
+                              len(lagging) if count is None else count, lagging))  # fmt: skip
     rows = [POD_COLUMNS]
     for p in b["pods"]:
         state = DASH if p["applied"] is None else ("yes" if p["applied"] else "no")

@@ -1,7 +1,7 @@
 """`poolwarden status` against a real kube-apiserver: the ledger a user prints for a budget.
 
 The CRD is the chart's; the budget's status is patched through the status subresource in the
-ledger's shape (docs/operator.md: ``applied``, ``pgbouncer.pods``, ``inUse``), its plan and
+ledger's shape (docs/operator.md: ``applied``, ``pgbouncer.readyPods``, ``inUse``), its plan and
 sizing ConfigMaps are rendered by the library, and the installed ``poolwarden`` script is run
 with a kubeconfig as a user runs it. Errors: no such budget, and a user without RBAC, who is
 told what to grant; granted exactly that, the same user reads the ledger. And a budget the
@@ -54,7 +54,8 @@ STATUS = {
         "replicas": 2, "surge": 0, "maxDbConnections": 45, "maxUserConnections": 45,
         "defaultPoolSize": 41, "reservePoolSize": 4, "maxClientConn": 1000,
         "terminatingHeld": {},
-        "pods": [
+        "pods": 2,
+        "readyPods": [
             {"name": "shop-pgbouncer-6f7d-abcde", "applied": True, "generation": 3},
             {"name": "shop-pgbouncer-6f7d-xyz12", "applied": False,
              "message": "alias app pool_size 3, sizing file 34"},
@@ -62,10 +63,12 @@ STATUS = {
     },
     "applied": {
         "readyPods": 6, "laggingPods": 1, "lagging": ["shop-app-7c9f8-k2x4p"],
-        "pgbouncerPods": 2, "pgbouncerLagging": ["shop-pgbouncer-6f7d-xyz12"],
+        "pgbouncerPods": 2, "pgbouncerLaggingPods": 1,
+        "pgbouncerLagging": ["shop-pgbouncer-6f7d-xyz12"],
     },
     "inUse": {
-        "sampledAt": "2026-12-03T07:00:00Z", "windowSeconds": 300, "serverActive": 12,
+        "sampledAt": "2026-12-03T07:00:00Z", "windowSeconds": 300, "pgbouncerPods": 2,
+        "serverActive": 12,
         "serverIdle": 3, "clientsWaiting": 4,
         "consumers": [
             {"name": "app", "serverActive": 9, "serverIdle": 2, "clientsActive": 9,
