@@ -40,7 +40,7 @@ $(VENV)/.installed: pyproject.toml app/pyproject.toml flask-app/pyproject.toml o
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet -c $(CONSTRAINTS) --upgrade pip
 	$(VENV)/bin/pip install --quiet -c $(CONSTRAINTS) \
-	  -e '$(PROJECT_DIR)[async,sync,fastapi,flask,metrics]' -e $(PROJECT_DIR)/app -e $(PROJECT_DIR)/flask-app \
+	  -e '$(PROJECT_DIR)[async,sync,fastapi,flask,metrics,status]' -e $(PROJECT_DIR)/app -e $(PROJECT_DIR)/flask-app \
 	  -e $(PROJECT_DIR)/operator --group '$(PROJECT_DIR)/pyproject.toml:dev'
 	@touch $@
 

@@ -1,20 +1,31 @@
-"""The ``poolwarden`` command line: ``poolwarden plan`` prints the planner's answer.
+"""The ``poolwarden`` command line: ``poolwarden plan`` prints the planner's answer,
+``poolwarden status`` the ledger of a budget in a cluster.
 
-It runs the same planner as the operator, so you can check a budget before you apply it::
+``plan`` runs the same planner as the operator, so you can check a budget before you apply it::
 
     poolwarden plan --max-connections 100 --reserved 10 --pgbouncer-replicas 2 \\
         --consumer web:replicas=4,workers=4,weight=3 --consumer worker:replicas=2,threads=8
 
 Nonsense input exits 2 with a message that names the flag to fix.
+
+``status`` (the ``status`` extra: the Kubernetes client) reads a ConnectionBudget and its plan
+and sizing ConfigMaps and prints what was planned, what every pod applied and what is in use
+(`poolwarden.ledgerview`)::
+
+    poolwarden status -n shop [BUDGET] [--kubeconfig PATH] [--context NAME] [-o json]
+
+Exit 0: printed; 1: the cluster could not be read (no such budget, no access, unreachable: the
+message says what to change); 2: usage, or the extra is not installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 
-from poolwarden import planner
+from poolwarden import ledgerview, planner
 
 CONSUMER_KEYS = ("replicas", "workers", "weight", "surge", "overflow", "threads", "maxpool")
 CONSUMER_HELP = (
@@ -56,6 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--consumer", action="append", required=True, metavar="SPEC", help=CONSUMER_HELP
     )
     plan.add_argument("--output", choices=("table", "json"), default="table")
+    status = commands.add_parser(
+        "status",
+        help="print a budget's ledger from the cluster: planned, applied, in use, per pod",
+    )
+    status.add_argument(
+        "budget", nargs="?", help="ConnectionBudget name (default: every budget of the namespace)"
+    )
+    status.add_argument(
+        "-n", "--namespace", help="the budget's namespace (default: the context's namespace)"
+    )
+    status.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in a pod "
+        "its ServiceAccount)"
+    )  # fmt: skip
+    status.add_argument("--context", help="kubeconfig context (default: its current context)")
+    status.add_argument("-o", "--output", choices=("text", "json"), default="text")
     return parser
 
 
@@ -195,9 +222,43 @@ def render_table(result: planner.Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
+STATUS_EXTRA = "pip install 'poolwarden[status]'"
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Read the budget(s) and print the ledger; 1 with the reason when the cluster cannot be
+    read, 2 when the Kubernetes client (the ``status`` extra) is missing."""
+    try:
+        from poolwarden import kube  # the one module that imports the Kubernetes client
+    except ImportError as exc:
+        sys.stderr.write(f"poolwarden status: error: {exc}\n")
+        if STATUS_EXTRA not in str(exc):
+            sys.stderr.write(f"poolwarden status: install the client with {STATUS_EXTRA}\n")
+        return 2
+    try:
+        cluster = kube.connect(args.kubeconfig, args.context)
+        namespace = args.namespace or cluster.namespace
+        found = [
+            (budget, kube.configmaps(cluster, budget))
+            for budget in kube.budgets(cluster, namespace, args.budget)
+        ]
+    except kube.ReadError as exc:
+        sys.stderr.write(f"poolwarden status: error: {exc}\n")
+        return 1
+    now = datetime.datetime.now(datetime.UTC)
+    ledgers = [ledgerview.ledger(budget, files, now) for budget, files in found]
+    if args.output == "json":
+        sys.stdout.write(json.dumps(ledgers, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write("\n".join(ledgerview.render(item) for item in ledgers))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "status":
+        return run_status(args)
     try:
         result = run_plan(args)
     except UsageError as exc:

@@ -3,7 +3,9 @@
 One release (its own namespace) serves the ordered tests of this module while one in-cluster
 traffic generator writes and reads through the app for the whole module, checking every
 answer, and PostgreSQL's pg_stat_activity is sampled throughout. Scale-reaction times are
-printed and written to .state/measurements/e2e-scale-reaction.json.
+printed and written to .state/measurements/e2e-scale-reaction.json; the last test draws the
+run (server connections per consumer, the budget, every scale and fault) into
+.state/e2e/scale.png (tests/e2e/picture.py) and prints its path.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import picture
 import pytest
 from convergence import Reaction, wait_converged
 from e2e_cluster import ROOT
@@ -28,6 +31,7 @@ WORKERS = 1
 CONVERGE_TIMEOUT = 240.0
 MEASUREMENTS = ROOT / ".state" / "measurements" / "e2e-scale-reaction.json"
 TRAFFIC_LOG = ROOT / ".state" / "e2e" / "traffic.jsonl"
+PICTURE = ROOT / ".state" / "e2e" / "scale.png"
 
 
 @dataclass
@@ -38,6 +42,11 @@ class System:
     budget: int
     started: float = field(default_factory=time.time)
     reactions: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[float, str]] = field(default_factory=list)
+    """(epoch seconds, label) of every scale and fault, for the picture."""
+
+    def mark(self, label: str) -> None:
+        self.events.append((time.time(), label))
 
     def assert_within_budget(self) -> None:
         peak = self.sampler.peak()
@@ -79,6 +88,7 @@ def scale_converged(system: System, component: str, replicas: int) -> Reaction:
     before_pods = {c: release.restart_counts(c) for c in ("app", "pgbouncer")}
     before_files = (release.plan_file(), release.sizing_file())
     since = time.monotonic()
+    system.mark(f"{component} -> {replicas}")
     release.scale(component, replicas)
     reaction = wait_converged(release, WORKERS, since, CONVERGE_TIMEOUT, before=before_files)
     for comp, counts in before_pods.items():
@@ -134,6 +144,7 @@ def test_operator_restart_mid_scale_converges(system: System) -> None:
         old = operator_pods[0]["metadata"]["uid"]
         wall = time.time()
         since = time.monotonic()
+        system.mark("app -> 3, operator pod deleted, app -> 4")
         release.scale("app", 3)
         release.kubectl("delete", "pod", operator_pods[0]["metadata"]["name"], "--wait=false")
         release.scale("app", 4)
@@ -171,6 +182,7 @@ def test_pgbouncer_then_postgresql_pod_deleted_under_load(system: System) -> Non
             kind = "deployment" if component == "pgbouncer" else "statefulset"
             want = release.get(kind, f"{release.fullname}-{component}")["spec"]["replicas"]
             deleted = time.time()
+            system.mark(f"{component} pod deleted")
             release.kubectl("delete", "pod", name, "--wait=false")
 
             def recovered(
@@ -267,6 +279,7 @@ def test_scale_app_under_user_load(system: System) -> None:
         if release.get("deployment", release.pgbouncer)["spec"]["replicas"] != 3:
             scale_converged(system, "pgbouncer", 3)
         scale_converged(system, "app", 1)
+        system.mark(f"{USERS} users start")
         load = UserLoad(release, users=USERS, sleep=USER_SLEEP, max_seconds=1200).start()
         began = time.time()
         phases: list[tuple[str, int | None, float, float]] = []
@@ -286,6 +299,7 @@ def test_scale_app_under_user_load(system: System) -> None:
             time.sleep(2.0)  # the last reports and samples of the plateau arrive
         finally:
             whole = load.stop()
+            system.mark("users stop")
         ended = time.time()
 
         figures: dict[str, Any] = {
@@ -357,3 +371,24 @@ def test_scale_app_under_user_load(system: System) -> None:
 
 def load_window(reports: list[dict[str, Any]], start: float, end: float) -> UserWindow:
     return UserWindow([r for r in reports if start <= r["t"] < end])
+
+
+def test_picture_of_the_run(system: System) -> None:
+    """Last: the run's PNG, server connections per consumer against the budget with every
+    scale and fault marked (drawn even when an earlier test failed; only this test fails when
+    it cannot be drawn)."""
+    release = system.release
+    consumers = release.budget_object()["spec"]["consumers"]
+    deployments = {c["deployment"]: c["name"] for c in consumers}
+    samples = picture.by_consumer(list(system.sampler.by_pod), deployments)
+    path = picture.draw(
+        PICTURE, samples, system.budget, list(system.events),
+        title=f"e2e scale run: server connections of the consumers' role (budget {system.budget})",
+    )  # fmt: skip
+    note(f"picture of the run: {path} ({len(samples)} samples, {len(system.events)} events)")
+    assert path.stat().st_size > 0
+    names = {c["name"] for c in consumers}
+    assert any(counts.get(name) for _, counts in samples for name in names), (
+        "no sample counted a connection of a consumer's pods (application_name <pod>/<pid>): "
+        f"the picture shows only {sorted({n for _, c in samples for n in c})}"
+    )

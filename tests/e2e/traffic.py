@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import picture
 from e2e_cluster import _tool
 from kube import ADMIN_PSQL, HERE, Release, python_pod, wait_for
 
@@ -345,7 +346,9 @@ class Sampler:
     role: `samples` holds (epoch seconds, connections), `active` (epoch seconds, those running
     a statement: transactions at once, which idle connections kept open by PgBouncer are not).
     A login or query that fails is an administrator who could not connect: `errors` holds
-    (epoch seconds, message).
+    (epoch seconds, message). `by_pod` holds (epoch seconds, {pod: connections}), the pod being
+    the first part of each connection's application_name (`<pod>/<pid>`, as PgBouncer passes
+    the client's on), for the run's picture (tests/e2e/picture.py).
     """
 
     def __init__(self, release: Release, role: str | None = None) -> None:
@@ -356,16 +359,23 @@ class Sampler:
         self.samples: list[tuple[float, int]] = []
         self.active: list[tuple[float, int]] = []
         self.errors: list[tuple[float, str]] = []
+        self.by_pod: list[tuple[float, dict[str, int]]] = []
         self._stop = threading.Event()
         self._proc: subprocess.Popen[str] | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     @property
     def sql(self) -> str:
+        # One row: epoch, connections, active ones, then "pod:n,pod:n" (empty when none; a
+        # pod name cannot hold ' ', ',' or ':', and the translate keeps any other
+        # application_name from breaking the line).
         return (
-            "SELECT extract(epoch FROM clock_timestamp())::numeric(16,3), count(*), "
-            "count(*) FILTER (WHERE state = 'active') "
-            f"FROM pg_stat_activity WHERE usename = '{self.role}' AND pid <> pg_backend_pid()"
+            "SELECT extract(epoch FROM clock_timestamp())::numeric(16,3), coalesce(sum(n), 0), "
+            "coalesce(sum(a), 0), coalesce(string_agg(p || ':' || n, ',' ORDER BY p), '') "
+            "FROM (SELECT translate(split_part(application_name, '/', 1), ' ,:', '___') AS p, "
+            "count(*) AS n, count(*) FILTER (WHERE state = 'active') AS a "
+            f"FROM pg_stat_activity WHERE usename = '{self.role}' AND pid <> pg_backend_pid() "
+            "GROUP BY 1) AS s"
         )
 
     def start(self) -> Sampler:
@@ -416,9 +426,11 @@ class Sampler:
         kind, _, rest = line.strip().partition(" ")
         if kind == "S":
             parts = rest.split()
-            if len(parts) == 3:
+            if len(parts) in (3, 4):  # no 4th part when no connection is open
                 self.samples.append((float(parts[0]), int(parts[1])))
                 self.active.append((float(parts[0]), int(parts[2])))
+                field = parts[3] if len(parts) == 4 else ""
+                self.by_pod.append((float(parts[0]), picture.pod_counts(field)))
         elif kind == "E":
             at, _, message = rest.partition(" ")
             try:

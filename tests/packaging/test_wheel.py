@@ -22,7 +22,7 @@ import readme
 
 REPO = Path(__file__).resolve().parents[2]
 CONSTRAINTS = REPO / "constraints.txt"
-EXTRAS = "async,sync,fastapi,flask,metrics"
+EXTRAS = "async,sync,fastapi,flask,metrics,status"
 NOT_OURS = ("app", "poolwarden_fastapi_app", "poolwarden_flask_app", "poolwarden_operator")
 
 
@@ -87,7 +87,7 @@ def test_the_wheel_holds_only_the_poolwarden_package(wheel):
     assert top_level(wheel) == {"poolwarden"}
     extras = {line.split(":", 1)[1].strip() for line in metadata.splitlines()
               if line.startswith("Provides-Extra:")}
-    assert {"async", "sync", "fastapi", "flask", "metrics"} <= extras, extras
+    assert {"async", "sync", "fastapi", "flask", "metrics", "status"} <= extras, extras
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     assert all("extra ==" in line for line in requires), requires  # the core needs nothing
 
@@ -104,8 +104,12 @@ def test_fresh_venv_core_then_every_integration(wheel, venv, tmp_path):
                "10", "--pgbouncer-replicas", "1", "--consumer", "web:replicas=2,workers=2",
                cwd=tmp_path)
     assert "budget 90" in plan.stdout, plan.stdout
+    status = run(venv / "bin" / "poolwarden", "status", cwd=tmp_path, check=False)
+    assert status.returncode == 2, status  # no Kubernetes client: says which extra
+    assert "pip install 'poolwarden[status]'" in status.stderr, status.stderr
     for module, extra in (("aio", "async"), ("fastapi", "fastapi"), ("metrics", "metrics"),
-                          ("threaded", "sync"), ("flask", "flask"), ("gunicorn", "sync")):
+                          ("threaded", "sync"), ("flask", "flask"), ("gunicorn", "sync"),
+                          ("kube", "status")):
         without = python_in(venv, f"import poolwarden.{module}", cwd=tmp_path, check=False)
         assert without.returncode != 0, without  # says which extra it needs
         assert f"pip install 'poolwarden[{extra}]'" in without.stderr, without.stderr
@@ -119,7 +123,7 @@ def test_fresh_venv_core_then_every_integration(wheel, venv, tmp_path):
                          if name.startswith("poolwarden/") and name.endswith(".py")
                          and not name.endswith("__init__.py"))
     assert {"poolwarden.aio", "poolwarden.fastapi", "poolwarden.metrics", "poolwarden.threaded",
-            "poolwarden.flask", "poolwarden.gunicorn"} <= set(modules)
+            "poolwarden.flask", "poolwarden.gunicorn", "poolwarden.kube"} <= set(modules)
     (tmp_path / "snippet.py").write_text(readme.fastapi_snippet())
     report = python_in(venv, f"""
 import importlib, importlib.util, json, sys
