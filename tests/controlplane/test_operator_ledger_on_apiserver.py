@@ -119,7 +119,7 @@ def test_pgbouncer_pods_confirm_their_sizing_and_report_what_is_in_use(
     monkeypatch.setenv("POOLWARDEN_LEDGER_WINDOW", "60")
     pod = make_pgbouncer(cluster, port)
     cluster.make_deployment("app", 1)  # its pod never gets Ready here: not asked
-    # budget 6 over 1 PgBouncer pod + 1 surge: max_db_connections 3, all of it the alias app's pool
+    # budget 6 over 1 PgBouncer pod + 1 surge: max_db_connections 3, all of it the alias web's pool
     cluster.custom.create_namespaced_custom_object(GROUP, VERSION, cluster.ns, PLURAL, {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "ConnectionBudget",
         "metadata": {"name": "budget"},
@@ -127,7 +127,8 @@ def test_pgbouncer_pods_confirm_their_sizing_and_report_what_is_in_use(
             "database": {"maxConnections": 16, "reserved": 10, "host": "127.0.0.1",
                          "port": stack.pg_port, "name": devstack.APP_DB},
             "pgbouncer": {"deployment": "pgbouncer"},
-            "consumers": [{"name": "app", "deployment": "app", "workersPerPod": 1}],
+            # the consumer web (its alias); the database itself is PgBouncer's entry app
+            "consumers": [{"name": "web", "deployment": "app", "workersPerPod": 1}],
         },
     })  # fmt: skip
     op = run_operator()
@@ -139,7 +140,7 @@ def test_pgbouncer_pods_confirm_their_sizing_and_report_what_is_in_use(
     lagging = wait_for("Applied False: PgBouncer has no sizing file yet",
                        lambda: applied_is("False"))  # fmt: skip
     assert lagging["reason"] == "PodsLagging"
-    assert f"{pod}: " in lagging["message"] and "alias app missing" in lagging["message"]
+    assert f"{pod}: " in lagging["message"] and "alias web missing" in lagging["message"]
     status = cluster.budget()["status"]
     assert status["applied"]["pgbouncerLagging"] == [pod]
     assert status["pgbouncer"]["readyPods"][0]["applied"] is False
@@ -160,7 +161,7 @@ def test_pgbouncer_pods_confirm_their_sizing_and_report_what_is_in_use(
         "pgbouncerPods": 1, "pgbouncerLaggingPods": 0, "pgbouncerLagging": []}
     assert pgbouncer_ini.parse(text).databases[0].pool_size == 3
 
-    # -- in use: 5 clients on the alias app, whose pool is 3: 3 active, 2 waiting
+    # -- in use: 5 clients on the alias web, whose pool is 3: 3 active, 2 waiting
     wait_for("no pass in flight", lambda: _settled(op, cluster.ns), timeout=30, interval=0.5)
     before = passes(op, cluster.ns)
     errors = []
@@ -168,7 +169,7 @@ def test_pgbouncer_pods_confirm_their_sizing_and_report_what_is_in_use(
     def client():
         try:
             with psycopg.connect(
-                f"postgresql://{devstack.APP_USER}:{stack.app_password}@127.0.0.1:{pgb.port}/app",
+                f"postgresql://{devstack.APP_USER}:{stack.app_password}@127.0.0.1:{pgb.port}/web",
                 connect_timeout=10, autocommit=True, application_name="ledger-cp",
             ) as c:
                 c.execute("SELECT pg_sleep(8)")
@@ -197,14 +198,14 @@ def test_pgbouncer_pods_confirm_their_sizing_and_report_what_is_in_use(
     sys.stdout.write(f"\nkubectl get connectionbudget -o wide:\n{table.stdout}{table.stderr}")
     sys.stdout.write(f"status.inUse under load: {held}\n")
     assert held["consumers"][0] | {"peakServer": 0} == {
-        "name": "app", "serverActive": 3, "serverIdle": 0, "clientsActive": 3,
+        "name": "web", "serverActive": 3, "serverIdle": 0, "clientsActive": 3,
         "clientsWaiting": 2, "peakServer": 0, "peakWaiting": 2,
     }  # fmt: skip
     assert held["pgbouncerPods"] == 1 and held["windowSeconds"] == 60
     header, row = table.stdout.splitlines()[:2]
     columns = dict(zip(header.split(), row.split(), strict=False))
     assert (columns["IN-USE"], columns["WAITING"], columns["APPLIED"]) == ("3", "2", "True")
-    labels = (("budget", "budget"), ("consumer", "app"), ("namespace", cluster.ns))
+    labels = (("budget", "budget"), ("consumer", "web"), ("namespace", cluster.ns))
     assert series[(metrics.CONSUMER_SERVER_CONNECTIONS, (*labels[:2], labels[2],
                                                          ("state", "active")))] == 3
     assert series[(metrics.CONSUMER_CLIENTS_WAITING, labels)] == 2

@@ -212,7 +212,7 @@ def test_the_ledger_matches_show_pools_and_pg_stat_activity_under_load(stack, ex
     assert peaks["app"] == (4, max(3, *(c.clients_waiting for c, _ in rows)))
     assert peaks["batch"] == (2, 0)
     status = inuse.status(window, now, "2026-12-03T07:00:00Z", pods=1)
-    figure(f"ledger status.inUse after the load: {status}")
+    figure(f"ledger status.inUse from the last churning sample: {status}")
     assert [c["name"] for c in status["consumers"]] == CONSUMERS
     assert status["consumers"][0]["peakServer"] == 4
 

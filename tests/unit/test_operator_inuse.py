@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from poolwarden import pgbouncer_ini
 from poolwarden_operator import applied, bouncers, config, inuse, metrics
 
 
@@ -115,3 +119,69 @@ def test_ledger_settings_default_and_are_refused_by_name():
             config.Settings.from_env({"POOLWARDEN_NAMESPACE": "shop", name: value})
     with pytest.raises(config.ConfigError, match="POOLWARDEN_LEDGER_WINDOW"):
         config.Settings.from_env({"POOLWARDEN_NAMESPACE": "shop", "POOLWARDEN_LEDGER_WINDOW": "5"})
+
+
+CRD = (Path(__file__).resolve().parents[2] / "charts" / "poolwarden" / "crds"
+       / "connectionbudgets.poolwarden.io.yaml")
+TYPES = {"integer": int, "string": str, "boolean": bool, "object": dict, "array": list}
+
+
+def kept(value, schema, where="status"):
+    """The parts of ``value`` the API server would prune or refuse under ``schema``."""
+    problems = []
+    kind = schema.get("type")
+    if kind and not isinstance(value, TYPES[kind]) or (kind == "integer" and value is True):
+        return [f"{where}: {value!r} is not {kind}"]
+    if isinstance(value, dict) and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        for key, item in value.items():
+            if key not in schema.get("properties", {}):
+                problems.append(f"{where}.{key}: not in the schema (pruned)")
+            else:
+                problems += kept(item, schema["properties"][key], f"{where}.{key}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key in schema.get("properties", {}):
+                problems += kept(item, schema["properties"][key], f"{where}.{key}")
+    if isinstance(value, list):
+        if len(value) > schema.get("maxItems", len(value)):
+            problems.append(f"{where}: {len(value)} items, at most {schema['maxItems']}")
+        for i, item in enumerate(value):
+            problems += kept(item, schema.get("items", {}), f"{where}[{i}]")
+    return problems
+
+
+def test_the_crd_keeps_every_ledger_field_the_operator_writes():
+    schema = yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    status_schema = schema["properties"]["status"]
+    w = inuse.Window(seconds=300)
+    now = {f"c{i:02}": inuse.Counts(3, 1, 3, 2) for i in range(12)}
+    w.add(0, now)
+    scrape = bouncers.parse((Path(__file__).parent / "pgbouncer_exporter_0.10.2.prom").read_text())
+    reports = [bouncers.Report(f"pgb-{i:02}", scrape if i % 2 else None, "refused")
+               for i in range(12)]
+    j = bouncers.judged(reports, pgbouncer_ini.Sizing(1, 12, 0, 100, 12), 4, ["off"])
+    status = {
+        "inUse": inuse.status(w, now, "2026-12-03T07:00:00Z", 2),
+        "applied": {"readyPods": 1, "laggingPods": 0, "lagging": []} | bouncers.summary(j),
+        "pgbouncer": {"pods": 12, "readyPods": bouncers.pods_status(j)},
+    }
+    assert kept(status, status_schema) == []
+    assert empty_keys(status_schema) == []  # e.g. a comma in an unquoted flow-style description
+    assert kept({"applied": {"nope": 1}}, status_schema) == ["status.applied.nope: not in the "
+                                                             "schema (pruned)"]  # fmt: skip
+    columns = {c["name"]: c["jsonPath"] for c in
+               yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["additionalPrinterColumns"]}
+    assert columns["In-Use"] == ".status.inUse.serverActive"
+    assert columns["Waiting"] == ".status.inUse.clientsWaiting"
+
+
+def empty_keys(schema, where="status"):
+    """Schema keys without a value: YAML read ``{type: integer, description: a, b}`` so."""
+    found = []
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            found += [f"{where}.{key}"] if value is None else empty_keys(value, f"{where}.{key}")
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            found += empty_keys(value, f"{where}[{i}]")
+    return found
