@@ -48,6 +48,7 @@ class Sampler:
         planned = after is not None and after["status"].get("state") not in (None, "Invalid")
         if after is None or not planned:
             self._budgets.pop(key, None)
+            self._ledger.set_in_use(key, [])  # no stale in-use series for it
             return
         consumers = [str(c["name"]) for c in after["status"].get("consumers") or []]
         bouncer = str(after["spec"]["pgbouncer"]["deployment"])

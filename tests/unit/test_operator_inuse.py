@@ -185,3 +185,25 @@ def empty_keys(schema, where="status"):
         for i, value in enumerate(schema):
             found += empty_keys(value, f"{where}[{i}]")
     return found
+
+
+def test_a_budget_that_becomes_invalid_loses_its_in_use_series():
+    from poolwarden_operator import sampler
+
+    ledger = metrics.Ledger()
+    settings = config.Settings(namespace="shop")
+    s = sampler.Sampler(None, ledger, settings)  # type: ignore[arg-type]  (no I/O here)
+    key = ("shop", "budget")
+    planned = {"spec": {"pgbouncer": {"deployment": "pgb"}},
+               "status": {"state": "Ready", "consumers": [{"name": "web"}]}}
+    ledger.set(key, [])
+    s.update(key, planned)
+    ledger.set_in_use(key, metrics.in_use_samples(*key, {"web": inuse.Counts(2)}, {}))
+
+    def in_use():
+        return {f.name: f.samples for f in metrics.registry(ledger).collect()}[
+            metrics.CONSUMER_SERVER_CONNECTIONS]
+
+    assert len(in_use()) == 2  # active and idle
+    s.update(key, {**planned, "status": {"state": "Invalid"}})
+    assert in_use() == []
