@@ -205,6 +205,10 @@ def test_the_ledger_matches_show_pools_and_pg_stat_activity_under_load(stack, ex
     for c, pg_row in rows:
         figure(f"  {c.server_active}/{c.server_idle}/{c.clients_waiting}  vs  "
               f"{pg_row.get('active', 0)}/{pg_row.get('idle', 0)}")
+    same = sum(1 for c, pg_row in rows if c.server_active == pg_row.get("active", 0))
+    figure(f"  active: ledger == pg_stat_activity in {same} of {len(rows)} samples (taken "
+           "a few ms apart: PgBouncer counts a server linked to a client, PostgreSQL one "
+           f"running a statement); server connections: equal in {len(rows)} of {len(rows)}")
     # the pool is saturated and keeps its 4 server connections: both sides count 4 each time
     assert all(c.server == 4 == sum(pg_row.values()) for c, pg_row in rows), rows
     assert max(c.clients_waiting for c, _ in rows) > 0  # 12 clients on 4 connections queue
