@@ -42,14 +42,16 @@ async def reconcile(
     await _report_discovery(client, budget, discovery, previous)
     # The consumer pods are asked while the pass reads and writes; awaited before the status.
     asking = asyncio.create_task(_consumer_reports(client, namespace, spec, deployments))
+    started: list[asyncio.Task[Any]] = [asking]  # the pass's tasks, ended with it
     try:
         return await _plan_and_write(
-            client, budget, spec, deployments, joined, discovery, observed, asking
+            client, budget, spec, deployments, joined, discovery, observed, asking, started
         )
     finally:
-        if not asking.done():
-            asking.cancel()
-        await asyncio.gather(asking, return_exceptions=True)
+        for task in started:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*started, return_exceptions=True)
 
 
 async def _plan_and_write(
@@ -61,6 +63,7 @@ async def _plan_and_write(
     discovery: dict[str, Any],
     observed: int,
     asking: asyncio.Task[list[applied.Report]],
+    started: list[asyncio.Task[Any]],
 ) -> kube.JSON:
     namespace, name = budget["metadata"]["namespace"], budget["metadata"]["name"]
     previous = budget.get("status") or {}
@@ -87,37 +90,7 @@ async def _plan_and_write(
     # consumer pods: a sizing file this pass changes is not on any pod yet.
     bouncer_targets, unconfirmable = bouncers.targets(bouncer_pods)
     asking_bouncers = asyncio.create_task(ask.bouncer_reports(bouncer_targets))
-    try:
-        return await _write_and_report(
-            client, budget, spec, deployments, joined, discovery, observed, asking,
-            plan, generation, files, configmaps, overlap, pods, asking_bouncers, unconfirmable,
-        )  # fmt: skip
-    finally:
-        if not asking_bouncers.done():
-            asking_bouncers.cancel()
-        await asyncio.gather(asking_bouncers, return_exceptions=True)
-
-
-async def _write_and_report(
-    client: kube.Kube,
-    budget: kube.JSON,
-    spec: dict[str, Any],
-    deployments: dict[str, Any],
-    joined: desired.Discovery,
-    discovery: dict[str, Any],
-    observed: int,
-    asking: asyncio.Task[list[applied.Report]],
-    plan: planner.Plan,
-    generation: int,
-    files: list[desired.File],
-    configmaps: dict[str, kube.JSON | None],
-    overlap: dict[str, Any],
-    pods: desired.Pods,
-    asking_bouncers: asyncio.Task[list[bouncers.Report]],
-    unconfirmable: list[str],
-) -> kube.JSON:
-    namespace, name = budget["metadata"]["namespace"], budget["metadata"]["name"]
-    previous = budget.get("status") or {}
+    started.append(asking_bouncers)
     changed = await _write_files(client, budget, files, configmaps)
     rollout = {c["name"] for c in spec["consumers"] if c.get("reloadMode") == "rollout"}
     for item in spec["consumers"]:
