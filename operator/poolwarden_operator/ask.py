@@ -1,6 +1,8 @@
-"""Ask consumer pods for their plan generation over HTTP: once per pod per pass, a short
-timeout, bounded concurrency, on the event loop with aiohttp (kopf's own HTTP client; no
-worker threads: those serve the API client). What they answer is judged in ``applied`` (pure)."""
+"""Ask pods over HTTP: consumer pods for their plan generation, PgBouncer pods' exporter
+sidecars for their effective config and pools. Once per pod per pass (or ledger sample), a
+short timeout, bounded concurrency, on the event loop with aiohttp (kopf's own HTTP client; no
+worker threads: those serve the API client). What they answer is read and judged in
+``applied`` and ``bouncers`` (pure)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import asyncio
 
 import aiohttp
 
-from poolwarden_operator import applied
+from poolwarden_operator import applied, bouncers
 
 TIMEOUT = 0.5
 """Seconds a pod has to answer; a slower pod counts as lagging (no answer) this pass."""
@@ -33,6 +35,25 @@ async def reports(targets: list[applied.Target]) -> list[applied.Report]:
             except (OSError, ValueError, aiohttp.ClientError) as exc:  # refused, reset, 404
                 return applied.Report(target.consumer, target.pod, None, type(exc).__name__)
             return applied.Report(target.consumer, target.pod, found)
+
+        return list(await asyncio.gather(*(one(t) for t in targets)))
+
+
+async def bouncer_reports(targets: list[bouncers.Target]) -> list[bouncers.Report]:
+    """Each PgBouncer pod's exporter read once (``bouncers.parse``)."""
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY, force_close=True)
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     trust_env=False) as session:
+
+        async def one(target: bouncers.Target) -> bouncers.Report:
+            try:
+                found = bouncers.parse(await get(session, target.url))
+            except TimeoutError:
+                return bouncers.Report(target.pod, None, "no answer in time")
+            except (OSError, ValueError, aiohttp.ClientError) as exc:  # refused, reset, 404
+                return bouncers.Report(target.pod, None, type(exc).__name__)
+            return bouncers.Report(target.pod, found)
 
         return list(await asyncio.gather(*(one(t) for t in targets)))
 

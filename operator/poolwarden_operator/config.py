@@ -28,6 +28,12 @@ class Settings:
     log_level: str = "INFO"
     consumer_namespaces: tuple[str, ...] = ()
     """Other namespaces whose Deployments may join a budget by label (watched too)."""
+    ledger_interval: float = 10.0
+    """Seconds between samples of every ready PgBouncer pod's pools (the in-use metrics)."""
+    ledger_status_interval: float = 60.0
+    """Seconds at least between two patches of a budget's ``status.inUse`` (only on change)."""
+    ledger_window: float = 300.0
+    """Seconds over which the in-use peaks are taken."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -40,14 +46,14 @@ class Settings:
                 "POOLWARDEN_NAMESPACE is not set and no in-cluster namespace file exists: "
                 "set POOLWARDEN_NAMESPACE to the namespace to watch"
             )
-        raw = env.get("POOLWARDEN_DRIFT_INTERVAL", "60")
-        try:
-            drift = float(raw)
-        except ValueError:
-            drift = -1.0
-        if drift <= 0:
+        drift = _seconds(env, "POOLWARDEN_DRIFT_INTERVAL", "60")
+        ledger = _seconds(env, "POOLWARDEN_LEDGER_INTERVAL", "10")
+        ledger_status = _seconds(env, "POOLWARDEN_LEDGER_STATUS_INTERVAL", "60")
+        window = _seconds(env, "POOLWARDEN_LEDGER_WINDOW", "300")
+        if window < ledger:
             raise ConfigError(
-                f"POOLWARDEN_DRIFT_INTERVAL must be a positive number of seconds, got {raw!r}"
+                f"POOLWARDEN_LEDGER_WINDOW ({window:g} s) must be at least "
+                f"POOLWARDEN_LEDGER_INTERVAL ({ledger:g} s): the peaks are taken over samples"
             )
         port = env.get("POOLWARDEN_LIVENESS_PORT", "8080")
         if not port.isdigit() or not 0 < int(port) < 65536:
@@ -75,4 +81,18 @@ class Settings:
             metrics_port=int(metrics),
             log_level=env.get("POOLWARDEN_LOG_LEVEL", "INFO").upper(),
             consumer_namespaces=tuple(n for n in others if n != namespace),
+            ledger_interval=ledger,
+            ledger_status_interval=ledger_status,
+            ledger_window=window,
         )
+
+
+def _seconds(env: dict[str, str], name: str, default: str) -> float:
+    raw = env.get(name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value

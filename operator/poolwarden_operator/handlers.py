@@ -24,6 +24,7 @@ from poolwarden_operator import (
     names,
     reconcile,
     retry,
+    sampler,
 )
 
 BUDGETS = (names.GROUP, names.VERSION, names.PLURAL)
@@ -47,6 +48,7 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     memo.kube = kube.Kube.connect(os.environ.get("POD_NAME") or socket.gethostname())
     memo.ledger = metrics.Ledger()
     memo.metrics = None
+    memo.sampler = sampler.Sampler(memo.kube, memo.ledger, memo.settings)
     if memo.settings.metrics_port:
         memo.metrics = metrics.serve(
             memo.ledger, memo.settings.metrics_host, memo.settings.metrics_port
@@ -58,6 +60,7 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
         )
         found = None if after is None else metrics.samples(*key, after["spec"], after["status"])
         memo.ledger.set(key, found)
+        memo.sampler.update(key, after)
         # An Invalid budget's consumer files stay as they were and Applied is not re-judged.
         planned = after is not None and after["status"].get("state") != "Invalid"
         memo.rechecks.after_pass(key, planned and metrics.lagging(after["status"]))
@@ -71,12 +74,14 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     memo.hpas = {}  # HPA -> (target Deployment, maxReplicas), recorded after a good pass
     memo.databases = {}  # budget -> its database identity, recorded after a good pass
     memo.drift = asyncio.create_task(drift.loop(memo.kube, memo.retrier, memo.settings))
+    memo.sampling = asyncio.create_task(memo.sampler.loop())
 
 
 @kopf.on.cleanup()
 async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.drift.cancel()
-    await asyncio.gather(memo.drift, return_exceptions=True)
+    memo.sampling.cancel()
+    await asyncio.gather(memo.drift, memo.sampling, return_exceptions=True)
     await memo.rechecks.close()
     await memo.retrier.close()
     await memo.coalescer.close()

@@ -21,6 +21,9 @@ from prometheus_client.registry import Collector
 
 BUDGET_LABELS = ("namespace", "budget")
 CONSUMER_LABELS = ("namespace", "budget", "consumer")
+CONSUMER_STATE_LABELS = ("namespace", "budget", "consumer", "state")
+SERVER_STATES = ("active", "idle")
+"""Values of the ``state`` label of ``poolwarden_consumer_server_connections``."""
 
 BUDGET_CONNECTIONS = "poolwarden_budget_connections"
 BUDGET_SERVER_CONNECTIONS_PLANNED = "poolwarden_budget_server_connections_planned"
@@ -33,6 +36,11 @@ BUDGET_PODS_LAGGING = "poolwarden_budget_pods_lagging"
 CONSUMER_SERVER_POOL = "poolwarden_consumer_server_pool"
 CONSUMER_POOL_SIZE = "poolwarden_consumer_pool_size"
 CONSUMER_MAX_OVERFLOW = "poolwarden_consumer_max_overflow"
+BUDGET_PGBOUNCER_PODS_LAGGING = "poolwarden_budget_pgbouncer_pods_lagging"
+CONSUMER_SERVER_CONNECTIONS = "poolwarden_consumer_server_connections"
+CONSUMER_CLIENTS_WAITING = "poolwarden_consumer_clients_waiting"
+CONSUMER_SERVER_CONNECTIONS_PEAK = "poolwarden_consumer_server_connections_peak"
+CONSUMER_CLIENTS_WAITING_PEAK = "poolwarden_consumer_clients_waiting_peak"
 
 SERIES: dict[str, tuple[str, tuple[str, ...]]] = {
     BUDGET_CONNECTIONS: (
@@ -70,8 +78,36 @@ SERIES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     CONSUMER_POOL_SIZE: ("The consumer's pool_size per worker", CONSUMER_LABELS),
     CONSUMER_MAX_OVERFLOW: ("The consumer's max_overflow per worker", CONSUMER_LABELS),
+    BUDGET_PGBOUNCER_PODS_LAGGING: (
+        "Ready PgBouncer pods whose effective config is not the sizing file "
+        "(status.applied.pgbouncerLaggingPods)",
+        BUDGET_LABELS,
+    ),
+    CONSUMER_SERVER_CONNECTIONS: (
+        "Server connections of the consumer's alias over every ready PgBouncer pod (SHOW POOLS): "
+        "state active (sv_active) or idle (sv_idle + sv_used + sv_tested + sv_login)",
+        CONSUMER_STATE_LABELS,
+    ),
+    CONSUMER_CLIENTS_WAITING: (
+        "Clients of the consumer waiting for a server connection in PgBouncer (cl_waiting)",
+        CONSUMER_LABELS,
+    ),
+    CONSUMER_SERVER_CONNECTIONS_PEAK: (
+        "The most server connections (active + idle) of the consumer in the ledger's window",
+        CONSUMER_LABELS,
+    ),
+    CONSUMER_CLIENTS_WAITING_PEAK: (
+        "The most clients of the consumer waiting at once in the ledger's window",
+        CONSUMER_LABELS,
+    ),
 }
-"""Series name -> (help, label names), in exposition order: gauges set from each pass."""
+"""Series name -> (help, label names), in exposition order: gauges set from each pass, and the
+in-use ones (``IN_USE``) from every sample of the ledger loop."""
+IN_USE = (
+    CONSUMER_SERVER_CONNECTIONS, CONSUMER_CLIENTS_WAITING, CONSUMER_SERVER_CONNECTIONS_PEAK,
+    CONSUMER_CLIENTS_WAITING_PEAK,
+)  # fmt: skip
+"""Series set by every sample of PgBouncer's pools (``in_use_samples``), not by a pass."""
 
 BUDGET_PASSES = "poolwarden_budget_passes"
 """A counter (exposed as ``poolwarden_budget_passes_total``): passes completed for the budget."""
@@ -82,7 +118,7 @@ EXPOSED = (*SERIES, f"{BUDGET_PASSES}_total")
 PLANNED_ONLY = (
     BUDGET_SERVER_CONNECTIONS_PLANNED, BUDGET_UTILIZATION, BUDGET_OVERCOMMITTED,
     BUDGET_PLAN_APPLIED, BUDGET_PODS_LAGGING, CONSUMER_SERVER_POOL, CONSUMER_POOL_SIZE,
-    CONSUMER_MAX_OVERFLOW,
+    CONSUMER_MAX_OVERFLOW, BUDGET_PGBOUNCER_PODS_LAGGING, *IN_USE,
 )  # fmt: skip
 """Series a budget that cannot be planned (state Invalid) does not have: there is no plan."""
 
@@ -127,6 +163,10 @@ def samples(
             Sample(BUDGET_PLAN_APPLIED, budget, 0.0 if lagging(status) else 1.0),
             Sample(BUDGET_PODS_LAGGING, budget, behind),
         ]
+        summary = status.get("applied") or {}
+        if summary.get("pgbouncerPods") is not None:
+            found.append(Sample(BUDGET_PGBOUNCER_PODS_LAGGING, budget,
+                                _number(summary.get("pgbouncerLaggingPods"))))  # fmt: skip
     for consumer in status.get("consumers") or []:
         labels = (*budget, str(consumer.get("name")))
         found += [
@@ -134,6 +174,27 @@ def samples(
             Sample(CONSUMER_POOL_SIZE, labels, _number(consumer.get("poolSize"))),
             Sample(CONSUMER_MAX_OVERFLOW, labels, _number(consumer.get("maxOverflow"))),
         ]
+    return found
+
+
+def in_use_samples(
+    namespace: str, name: str, now: dict[str, Any], peaks: dict[str, tuple[int, int]]
+) -> list[Sample]:
+    """The in-use series of one budget from one sample: ``now`` is consumer ->
+    ``inuse.Counts``, ``peaks`` consumer -> (peak server connections, peak clients waiting)."""
+    found = []
+    for consumer in sorted(now):
+        c = now[consumer]
+        labels = (namespace, name, consumer)
+        server, waiting = peaks.get(consumer, (0, 0))
+        found += [
+            Sample(CONSUMER_SERVER_CONNECTIONS, (*labels, "active"), float(c.server_active)),
+            Sample(CONSUMER_SERVER_CONNECTIONS, (*labels, "idle"), float(c.server_idle)),
+            Sample(CONSUMER_CLIENTS_WAITING, labels, float(c.clients_waiting)),
+            Sample(CONSUMER_SERVER_CONNECTIONS_PEAK, labels, float(max(server, c.server))),
+            Sample(CONSUMER_CLIENTS_WAITING_PEAK, labels,
+                   float(max(waiting, c.clients_waiting))),
+        ]  # fmt: skip
     return found
 
 
@@ -145,6 +206,14 @@ class Ledger(Collector):
         self._lock = threading.Lock()  # passes run on the event loop, scrapes in a thread
         self._budgets: dict[tuple[str, str], list[Sample]] = {}
         self._passes: dict[tuple[str, str], int] = {}
+        self._in_use: dict[tuple[str, str], list[Sample]] = {}
+
+    def set_in_use(self, key: tuple[str, str], found: list[Sample]) -> None:
+        """A budget's in-use samples from the latest sample of its PgBouncer pods (no pass);
+        kept only while the budget is (``set`` with None drops them)."""
+        with self._lock:
+            if key in self._budgets:
+                self._in_use[key] = list(found)
 
     def set(self, key: tuple[str, str], found: list[Sample] | None) -> None:
         """A budget's samples after a completed pass; None when the budget is gone."""
@@ -152,6 +221,7 @@ class Ledger(Collector):
             if found is None:
                 self._budgets.pop(key, None)
                 self._passes.pop(key, None)
+                self._in_use.pop(key, None)
             else:
                 self._budgets[key] = list(found)
                 self._passes[key] = self._passes.get(key, 0) + 1
@@ -159,6 +229,7 @@ class Ledger(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         with self._lock:
             every = [s for key in sorted(self._budgets) for s in self._budgets[key]]
+            every += [s for key in sorted(self._in_use) for s in self._in_use[key]]
             passes = sorted(self._passes.items())
         counter = CounterMetricFamily(BUDGET_PASSES, BUDGET_PASSES_HELP, labels=BUDGET_LABELS)
         for key, count in passes:

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from poolwarden import pgbouncer_ini, planfile, planner
-from poolwarden_operator import applied, ask, desired, kube, names, status
+from poolwarden_operator import applied, ask, bouncers, desired, kube, names, status
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,16 @@ async def reconcile(
     await _report_discovery(client, budget, discovery, previous)
     # The consumer pods are asked while the pass reads and writes; awaited before the status.
     asking = asyncio.create_task(_consumer_reports(client, namespace, spec, deployments))
+    started: list[asyncio.Task[Any]] = [asking]  # the pass's tasks, ended with it
     try:
         return await _plan_and_write(
-            client, budget, spec, deployments, joined, discovery, observed, asking
+            client, budget, spec, deployments, joined, discovery, observed, asking, started
         )
     finally:
-        if not asking.done():
-            asking.cancel()
-        await asyncio.gather(asking, return_exceptions=True)
+        for task in started:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*started, return_exceptions=True)
 
 
 async def _plan_and_write(
@@ -61,10 +63,11 @@ async def _plan_and_write(
     discovery: dict[str, Any],
     observed: int,
     asking: asyncio.Task[list[applied.Report]],
+    started: list[asyncio.Task[Any]],
 ) -> kube.JSON:
     namespace, name = budget["metadata"]["namespace"], budget["metadata"]["name"]
     previous = budget.get("status") or {}
-    pods, others, configmaps, max_replicas = await asyncio.gather(
+    (pods, bouncer_pods), others, configmaps, max_replicas = await asyncio.gather(
         _pgbouncer_pods(client, namespace, spec, deployments),
         _overlapping(client, namespace, name, spec),
         _owned_configmaps(client, namespace, name, spec),
@@ -83,6 +86,11 @@ async def _plan_and_write(
         reported = await _invalid(client, budget, spec, exc, reason, observed, *inputs)
         return _after(budget, reported)
 
+    # The ready PgBouncer pods' exporters are asked while the files are written, like the
+    # consumer pods: a sizing file this pass changes is not on any pod yet.
+    bouncer_targets, unconfirmable = bouncers.targets(bouncer_pods)
+    asking_bouncers = asyncio.create_task(ask.bouncer_reports(bouncer_targets))
+    started.append(asking_bouncers)
     changed = await _write_files(client, budget, files, configmaps)
     rollout = {c["name"] for c in spec["consumers"] if c.get("reloadMode") == "rollout"}
     for item in spec["consumers"]:
@@ -96,12 +104,17 @@ async def _plan_and_write(
     reports = await asking
     expected = {f.consumer: f.generation for f in files if f.consumer is not None}
     workers = {str(c["name"]): int(c.get("workersPerPod", 1)) for c in spec["consumers"]}
-    on_plan = applied.condition(expected, workers, reports, observed)
+    sizing = next(f for f in files if f.consumer is None)
+    judged = bouncers.judged(
+        await asking_bouncers, pgbouncer_ini.parse(sizing.text), sizing.generation, unconfirmable
+    )
+    on_plan = bouncers.condition(applied.condition(expected, workers, reports, observed), judged)
     new_status["conditions"] = status.merge_conditions(
         new_status["conditions"], [overlap, discovery, on_plan], _now()
     )
     new_status["discovered"] = status.discovered(joined)
-    new_status["applied"] = applied.summary(expected, workers, reports)
+    new_status["applied"] = applied.summary(expected, workers, reports) | bouncers.summary(judged)
+    new_status["pgbouncer"]["readyPods"] = bouncers.pods_status(judged)
     await _report_overlap(client, budget, overlap, previous)
     if _differs(new_status, previous):
         await client.patch_budget_status(namespace, name, new_status)
@@ -234,15 +247,19 @@ async def _overlapping(
 
 async def _pgbouncer_pods(
     client: kube.Kube, namespace: str, spec: dict[str, Any], deployments: dict[str, Any]
-) -> desired.Pods:
-    """The PgBouncer Deployment's pods that exist, terminating ones included."""
+) -> tuple[desired.Pods, list[kube.JSON]]:
+    """The PgBouncer Deployment's pods that exist, terminating ones included: counted, and as
+    listed (their exporters are asked what they run)."""
     name = spec["pgbouncer"]["deployment"]
     deployment = deployments.get(name)
     # Without the Deployment its pods (being garbage-collected) are found by owner alone.
     selector = kube.label_selector(deployment) if deployment is not None else ""
     if deployment is not None and not selector:
-        return desired.Pods()
-    return desired.count_pods(await client.list_pods(namespace, selector), name)
+        return desired.Pods(), []
+    listed = await client.list_pods(namespace, selector)
+    return desired.count_pods(listed, name), [
+        p for p in listed if desired.owning_deployment(p) == name
+    ]
 
 
 async def _write_files(

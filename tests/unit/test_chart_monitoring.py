@@ -200,8 +200,11 @@ def test_podmonitors_select_their_components_pods_and_scrape_a_port_they_expose(
         ]
         assert "metrics" in ports, (name, ports)
     # without the exporters only the operator is scraped; podMonitors.enabled=false: none
-    only = render_api().of_kind("PodMonitor")
+    only = render_api(sets={"pgbouncer.metrics.enabled": "false"}).of_kind("PodMonitor")
     assert [m["metadata"]["name"] for m in only] == [f"{FULL}-operator"]
+    # by default PgBouncer exports (the operator reads it): its pods are scraped too
+    default = render_api().of_kind("PodMonitor")
+    assert [m["metadata"]["name"] for m in default] == [f"{FULL}-pgbouncer", f"{FULL}-operator"]
     off = render_api(ci("metrics"), sets={"monitoring.podMonitors.enabled": "false"})
     assert off.of_kind("PodMonitor") == [] and off.of_kind("PrometheusRule")
 
@@ -222,7 +225,9 @@ def test_prometheusrule_and_configmap_carry_the_same_rules_from_one_source():
 
 def test_alerts_follow_what_the_release_exports():
     on = {"monitoring.rulesConfigMap.enabled": "true"}
-    assert set(alerts(rules_of(render(sets=on)))) == {
+    # by default the operator and PgBouncer's exporter serve series, PostgreSQL's does not
+    assert set(alerts(rules_of(render(sets=on)))) == ALL_ALERTS - {"PoolwardenBackstopMissing"}
+    assert set(alerts(rules_of(render(sets={**on, "pgbouncer.metrics.enabled": "false"})))) == {
         "PoolwardenBudgetOvercommitted",
         "PoolwardenBudgetNotReady",
         "PoolwardenPlanNotApplied",
@@ -233,10 +238,11 @@ def test_alerts_follow_what_the_release_exports():
     assert set(alerts(rules_of(r))) == {"PoolwardenClientsWaiting"}
     r = render(sets={**on, "pgbouncer.metrics.enabled": "true"})
     assert set(alerts(rules_of(r))) == ALL_ALERTS - {"PoolwardenBackstopMissing"}
-    r = render(sets={**on, "postgresql.metrics.enabled": "true", "operator.enabled": "false"})
+    r = render(sets={**on, "postgresql.metrics.enabled": "true", "operator.enabled": "false",
+                     "pgbouncer.metrics.enabled": "false"})
     assert set(alerts(rules_of(r))) == {"PoolwardenBackstopMissing"}
     # nothing to alert on: no empty rule objects
-    r = render_api(sets={**on, "operator.enabled": "false"})
+    r = render_api(sets={**on, "operator.enabled": "false", "pgbouncer.metrics.enabled": "false"})
     assert RULES_CM not in r.names("ConfigMap") and r.of_kind("PrometheusRule") == []
 
 

@@ -446,8 +446,13 @@ def test_pgbouncer_fallback_sizing_keeps_the_database_within_budget_during_a_rol
     assert int(fallback["default_pool_size"]) <= per_replica
 
 
-def test_pgbouncer_metrics_sidecar_is_optional_and_exposed_on_the_service():
-    off = render()
+def test_pgbouncer_metrics_sidecar_is_on_by_default_optional_and_exposed_on_the_service():
+    default = render()
+    assert [
+        c["name"]
+        for c in default.get("Deployment", PGBOUNCER)["spec"]["template"]["spec"]["containers"]
+    ] == ["pgbouncer", "metrics"]
+    off = render(sets={"pgbouncer.metrics.enabled": "false"})
     assert [
         c["name"]
         for c in off.get("Deployment", PGBOUNCER)["spec"]["template"]["spec"]["containers"]
@@ -630,6 +635,19 @@ def test_operator_metrics_off_serves_nothing_and_accepts_nothing():
     assert policy["spec"]["ingress"] == []
 
 
+def test_operator_ledger_settings_reach_the_operator_as_it_reads_them(defaults):
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["operator"]["ledger"]
+    main = container(defaults.get("Deployment", OPERATOR)["spec"]["template"]["spec"], "operator")
+    env = {k: v["value"] for k, v in env_of(main).items() if k.startswith("POOLWARDEN_LEDGER")}
+    got = config.Settings.from_env({"POOLWARDEN_NAMESPACE": "shop", **env})
+    assert (got.ledger_interval, got.ledger_status_interval, got.ledger_window) == (
+        values["intervalSeconds"], values["statusIntervalSeconds"], values["windowSeconds"])
+    assert "operator.ledger.windowSeconds" in render_error(
+        sets={"operator.ledger.windowSeconds": "20", "operator.ledger.intervalSeconds": "30"})
+    assert "statusIntervalSeconds" in render_error(
+        sets={"operator.ledger.statusIntervalSeconds": "1"})
+
+
 def test_operator_metrics_port_may_not_be_the_liveness_port():
     assert "operator.metrics.port" in render_error(sets={"operator.metrics.port": "8080"})
 
@@ -686,7 +704,16 @@ def test_network_policies_allow_app_to_pgbouncer_to_postgresql_only(defaults):
     # the operator accepts its metrics port only and reaches the API server ports (and DNS)
     assert policies[OPERATOR]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
     ports = {p["port"] for rule in policies[OPERATOR]["egress"] for p in rule["ports"]}
-    assert ports == {443, 6443, 53, "http"}
+    assert ports == {443, 6443, 53, "http", "metrics"}
+    # metrics only to the PgBouncer pods (their exporter: effective config and pools in use)
+    reads = [r for r in policies[OPERATOR]["egress"]
+             if {p["port"] for p in r["ports"]} == {"metrics"}]
+    assert len(reads) == 1 and len(reads[0]["to"]) == 1
+    assert _selects(reads[0]["to"][0]["podSelector"], pgb_labels)
+    assert not _selects(reads[0]["to"][0]["podSelector"], app_labels)
+    off = render(sets={"pgbouncer.metrics.enabled": "false"}).of_kind("NetworkPolicy")
+    op_off = next(p["spec"] for p in off if p["metadata"]["name"] == OPERATOR)
+    assert "metrics" not in {p["port"] for rule in op_off["egress"] for p in rule["ports"]}
     # http only to the consumers' pods (their /metrics: each worker's plan generation)
     asks = [r for r in policies[OPERATOR]["egress"] if {p["port"] for p in r["ports"]} == {"http"}]
     assert len(asks) == 1
@@ -805,6 +832,7 @@ def test_images_default_to_the_app_version_and_follow_global_registry(defaults):
         "poolwarden/pgbouncer:0.1.0",
         "poolwarden/operator:0.1.0",
         "postgres:17",
+        "prometheuscommunity/pgbouncer-exporter:v0.10.2",  # pgbouncer.metrics.enabled
     }
     assert not any(i.endswith(":latest") for i in images)
     r = render(

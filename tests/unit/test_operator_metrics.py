@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from poolwarden import planner
-from poolwarden_operator import applied, config, desired, metrics, status
+from poolwarden_operator import applied, bouncers, config, desired, inuse, metrics, status
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SPEC = {
@@ -41,17 +41,19 @@ def planned(spec=SPEC, web=4, worker=2, bouncers=1, max_client_conn=None):
     return spec, plan, status.applied(spec, generation, 3, plan, files, {}, NOW)
 
 
-def with_applied(reported, web_generations):
-    """The status as a pass leaves it after asking two ready web pods (reconcile's steps)."""
+def with_applied(reported, web_generations, bouncer_lagging=()):
+    """The status as a pass leaves it after asking two ready web pods and the PgBouncer pods
+    (reconcile's steps): ``bouncer_lagging`` the PgBouncer pods that did not confirm."""
     expected = {c["name"]: reported["files"][f"budget-{c['name']}-plan"]["generation"]
                 for c in reported["consumers"]}
     workers = {c["name"]: c["workersPerPod"] for c in reported["consumers"]}
     reports = [applied.Report("web", f"web-{i}", g) for i, g in enumerate(web_generations)]
-    condition = applied.condition(expected, workers, reports, 3)
+    judged = bouncers.Judged(1, tuple((p, "unreachable") for p in bouncer_lagging))
+    condition = bouncers.condition(applied.condition(expected, workers, reports, 3), judged)
     return {
         **reported,
         "conditions": status.merge_conditions(reported["conditions"], [condition], NOW),
-        "applied": applied.summary(expected, workers, reports),
+        "applied": applied.summary(expected, workers, reports) | bouncers.summary(judged),
     }
 
 
@@ -78,9 +80,11 @@ def test_samples_of_an_applied_plan_are_the_plan_and_its_status():
         assert got[(metrics.CONSUMER_MAX_OVERFLOW, labels)] == c.max_overflow
     assert got[(metrics.BUDGET_PLAN_APPLIED, budget)] == 1
     assert got[(metrics.BUDGET_PODS_LAGGING, budget)] == 0
-    # every series of the contract, once per budget or per consumer, nothing else
-    assert len(got) == 8 + 3 * len(plan.consumers)
-    assert {name for name, _ in got} == set(metrics.SERIES)
+    assert got[(metrics.BUDGET_PGBOUNCER_PODS_LAGGING, budget)] == 0
+    # every series of a pass, once per budget or per consumer, nothing else; the in-use
+    # series come from the PgBouncer pods' pools, not from a pass
+    assert len(got) == 9 + 3 * len(plan.consumers)
+    assert {name for name, _ in got} == set(metrics.SERIES) - set(metrics.IN_USE)
 
 
 def test_pods_behind_their_plan_are_counted():
@@ -90,7 +94,41 @@ def test_pods_behind_their_plan_are_counted():
     assert got[(metrics.BUDGET_PLAN_APPLIED, ("shop", "budget"))] == 0
     assert got[(metrics.BUDGET_PODS_LAGGING, ("shop", "budget"))] == 1
     assert metrics.lagging(reported)
-    assert reported["applied"] == {"readyPods": 2, "laggingPods": 1, "lagging": ["web-1"]}
+    assert reported["applied"] == {"readyPods": 2, "laggingPods": 1, "lagging": ["web-1"],
+                                   "pgbouncerPods": 0, "pgbouncerLaggingPods": 0,
+                                   "pgbouncerLagging": []}  # fmt: skip
+
+
+def test_pgbouncer_pods_behind_their_sizing_file_are_counted():
+    spec, _, reported = planned()
+    reported = with_applied(reported, [(1, 1, 1, 1)], bouncer_lagging=["pgb-a", "pgb-b"])
+    got = by_name(metrics.samples("shop", "budget", spec, reported))
+    assert got[(metrics.BUDGET_PLAN_APPLIED, ("shop", "budget"))] == 0
+    assert got[(metrics.BUDGET_PODS_LAGGING, ("shop", "budget"))] == 0
+    assert got[(metrics.BUDGET_PGBOUNCER_PODS_LAGGING, ("shop", "budget"))] == 2
+    assert metrics.lagging(reported)
+
+
+def test_in_use_series_come_from_the_sampler_and_go_with_the_budget():
+    ledger = metrics.Ledger()
+    spec, _, reported = planned()
+    key = ("shop", "budget")
+    counts = {"web": inuse.Counts(server_active=4, server_idle=1, clients_waiting=2)}
+    ledger.set_in_use(key, metrics.in_use_samples(*key, counts, {}))  # no pass yet: ignored
+    assert not scrape_text(generate_latest(metrics.registry(ledger)).decode())
+    ledger.set(key, metrics.samples(*key, spec, reported))
+    ledger.set_in_use(key, metrics.in_use_samples(*key, counts, {"web": (9, 3)}))
+    got = scrape_text(generate_latest(metrics.registry(ledger)).decode())
+    web = (("budget", "budget"), ("consumer", "web"), ("namespace", "shop"))
+    assert got[(metrics.CONSUMER_SERVER_CONNECTIONS, (*web, ("state", "active")))] == 4
+    assert got[(metrics.CONSUMER_SERVER_CONNECTIONS, (*web, ("state", "idle")))] == 1
+    assert got[(metrics.CONSUMER_CLIENTS_WAITING, web)] == 2
+    assert got[(metrics.CONSUMER_SERVER_CONNECTIONS_PEAK, web)] == 9
+    assert got[(metrics.CONSUMER_CLIENTS_WAITING_PEAK, web)] == 3
+    passes = f"{metrics.BUDGET_PASSES}_total"
+    assert got[(passes, (("budget", "budget"), ("namespace", "shop")))] == 1  # no extra pass
+    ledger.set(key, None)
+    assert not scrape_text(generate_latest(metrics.registry(ledger)).decode())
 
 
 def test_a_plan_whose_pods_were_not_asked_yet_has_no_applied_series():
@@ -195,6 +233,9 @@ def test_series_names_and_labels_follow_the_contract():
     for series, (help_text, labels) in metrics.SERIES.items():
         assert series.startswith(("poolwarden_budget_", "poolwarden_consumer_")), series
         assert help_text and labels[:2] == ("namespace", "budget")
+        if series == metrics.CONSUMER_SERVER_CONNECTIONS:
+            assert labels == metrics.CONSUMER_STATE_LABELS
+            continue
         assert labels == (
             metrics.CONSUMER_LABELS if series.startswith("poolwarden_consumer_")
             else metrics.BUDGET_LABELS
