@@ -32,9 +32,12 @@ async def reconcile(
     listed, previous = budget["spec"], budget.get("status") or {}
     observed = int(budget["metadata"].get("generation") or 0)
     wanted = desired.deployment_names(listed)
-    found, joined = await asyncio.gather(
+    # The listed consumers' files are read with their Deployments; those of Deployments joined
+    # by label once they are known (each ConfigMap once per pass).
+    found, joined, files_listed = await asyncio.gather(
         asyncio.gather(*(client.get_deployment(namespace, d) for d in wanted)),
         _joined(client, namespace, name, listed, watched),
+        _owned_configmaps(client, namespace, name, listed),
     )
     deployments = dict(zip(wanted, found, strict=True)) | dict(joined.deployments)
     spec = desired.with_discovered(listed, joined)
@@ -44,7 +47,7 @@ async def reconcile(
     asking = asyncio.create_task(_consumer_reports(client, namespace, spec, deployments))
     try:
         return await _plan_and_write(
-            client, budget, spec, deployments, joined, discovery, observed, asking
+            client, budget, spec, deployments, joined, discovery, observed, asking, files_listed
         )
     finally:
         if not asking.done():
@@ -61,13 +64,14 @@ async def _plan_and_write(
     discovery: dict[str, Any],
     observed: int,
     asking: asyncio.Task[list[applied.Report]],
+    files_listed: dict[str, kube.JSON | None],
 ) -> kube.JSON:
     namespace, name = budget["metadata"]["namespace"], budget["metadata"]["name"]
     previous = budget.get("status") or {}
     pods, others, configmaps, max_replicas = await asyncio.gather(
         _pgbouncer_pods(client, namespace, spec, deployments),
         _overlapping(client, namespace, name, spec),
-        _owned_configmaps(client, namespace, name, spec),
+        _owned_configmaps(client, namespace, name, spec, files_listed),
         _max_replicas(client, namespace, spec),
     )
     pods = desired.with_held(pods, previous)
@@ -84,6 +88,42 @@ async def _plan_and_write(
         return _after(budget, reported)
 
     changed = await _write_files(client, budget, files, configmaps)
+    rollout = {c["name"] for c in spec["consumers"] if c.get("reloadMode") == "rollout"}
+    # The pods are nudged at once, while the status waits for their answers (``asking``).
+    nudging = asyncio.create_task(_refresh(client, namespace, spec, deployments, files, rollout))
+    try:
+        new_status = await _report(
+            client, budget, spec, deployments, joined, discovery, observed, asking,
+            plan, generation, files, pods, overlap,
+        )  # fmt: skip
+        await nudging
+    finally:
+        if not nudging.done():
+            nudging.cancel()
+        await asyncio.gather(nudging, return_exceptions=True)
+    if changed:
+        log.info("budget %s/%s: wrote %s", namespace, name, ", ".join(changed))
+    return _after(budget, new_status)
+
+
+async def _report(
+    client: kube.Kube,
+    budget: kube.JSON,
+    spec: dict[str, Any],
+    deployments: dict[str, Any],
+    joined: desired.Discovery,
+    discovery: dict[str, Any],
+    observed: int,
+    asking: asyncio.Task[list[applied.Report]],
+    plan: planner.Plan,
+    generation: int,
+    files: list[desired.File],
+    pods: desired.Pods,
+    overlap: dict[str, Any],
+) -> dict[str, Any]:
+    """Rollout templates, then the status (once the pods have answered) and the plan Event."""
+    namespace, name = budget["metadata"]["namespace"], budget["metadata"]["name"]
+    previous = budget.get("status") or {}
     rollout = {c["name"] for c in spec["consumers"] if c.get("reloadMode") == "rollout"}
     for item in spec["consumers"]:
         deployment = deployments.get(item["deployment"])
@@ -109,8 +149,18 @@ async def _plan_and_write(
         kind, reason, message = status.plan_event(plan, generation)
         await client.post_event(budget, kind, reason, message)
         log.info("budget %s/%s: %s", namespace, name, message)
+    return new_status
 
-    # Prompt the kubelet to refresh mounted ConfigMaps: live consumers and PgBouncer.
+
+async def _refresh(
+    client: kube.Kube,
+    namespace: str,
+    spec: dict[str, Any],
+    deployments: dict[str, Any],
+    files: list[desired.File],
+    rollout: set[str],
+) -> None:
+    """Prompt the kubelet to refresh mounted ConfigMaps: live consumers and PgBouncer."""
     refresh = [spec["pgbouncer"]["deployment"]]
     refresh += [c["deployment"] for c in spec["consumers"] if c["name"] not in rollout]
     generations = {f.consumer: f.generation for f in files}
@@ -124,9 +174,6 @@ async def _plan_and_write(
             if deployments.get(d) is not None
         )
     )  # fmt: skip
-    if changed:
-        log.info("budget %s/%s: wrote %s", namespace, name, ", ".join(changed))
-    return _after(budget, new_status)
 
 
 def _after(budget: kube.JSON, reported: dict[str, Any]) -> kube.JSON:
@@ -165,14 +212,22 @@ def _configmap_refs(name: str, spec: dict[str, Any]) -> dict[str, tuple[str, str
 
 
 async def _owned_configmaps(
-    client: kube.Kube, namespace: str, name: str, spec: dict[str, Any]
+    client: kube.Kube,
+    namespace: str,
+    name: str,
+    spec: dict[str, Any],
+    known: dict[str, kube.JSON | None] | None = None,
 ) -> dict[str, kube.JSON | None]:
-    """Every ConfigMap the budget writes, as it is now: read once per pass, concurrently."""
+    """Every ConfigMap the budget writes, as it is now: read once per pass, concurrently;
+    those in ``known`` (read earlier in the pass) are not read again."""
+    known = known or {}
     refs = _configmap_refs(name, spec)
+    missing = [ref for ref in refs if ref not in known]
     found = await asyncio.gather(
-        *(client.get_configmap(ns or namespace, cm) for ns, cm in refs.values())
+        *(client.get_configmap(refs[r][0] or namespace, refs[r][1]) for r in missing)
     )
-    return dict(zip(refs, found, strict=True))
+    read = dict(zip(missing, found, strict=True))
+    return {ref: known[ref] if ref in known else read[ref] for ref in refs}
 
 
 async def _consumer_reports(
