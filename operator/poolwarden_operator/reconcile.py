@@ -32,12 +32,13 @@ async def reconcile(
     listed, previous = budget["spec"], budget.get("status") or {}
     observed = int(budget["metadata"].get("generation") or 0)
     wanted = desired.deployment_names(listed)
+    named = desired.with_discovered(listed, desired.Discovery())  # the listed consumers only
     # The listed consumers' files are read with their Deployments; those of Deployments joined
     # by label once they are known (each ConfigMap once per pass).
     found, joined, files_listed = await asyncio.gather(
         asyncio.gather(*(client.get_deployment(namespace, d) for d in wanted)),
         _joined(client, namespace, name, listed, watched),
-        _owned_configmaps(client, namespace, name, listed),
+        _owned_configmaps(client, namespace, name, named),
     )
     deployments = dict(zip(wanted, found, strict=True)) | dict(joined.deployments)
     spec = desired.with_discovered(listed, joined)
