@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from typing import Any
 
 from poolwarden import pgbouncer_ini, planfile, planner
@@ -343,7 +344,9 @@ async def _annotate_pods(
     if not selector:
         return
     value = str(generation)
+    started = time.monotonic()
     pods = await client.list_pods(namespace, selector)
+    listed = time.monotonic()
     stale = [
         p["metadata"]["name"]
         for p in pods
@@ -356,6 +359,12 @@ async def _annotate_pods(
             for pod in stale
         )
     )
+    if stale:
+        log.info(
+            "%s/%s: %d of %d pods annotated with generation %s in %.2f s (listed in %.2f s)",
+            namespace, deployment["metadata"]["name"], len(stale), len(pods), value,
+            time.monotonic() - started, listed - started,
+        )  # fmt: skip
 
 
 async def _invalid(
