@@ -13,6 +13,7 @@ import concurrent.futures
 import datetime
 import functools
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import kubernetes
@@ -154,6 +155,13 @@ class Kube:
         """Pods matching ``selector``, read in pages of ``PAGE`` (limit/continue)."""
         return await self._pages(self.core.list_namespaced_pod, namespace, label_selector=selector)
 
+    async def pod_pages(self, namespace: str, selector: str) -> AsyncIterator[list[JSON]]:
+        """``list_pods`` a page at a time, so a caller can act on one while the next is read."""
+        async for page in self._paged(
+            self.core.list_namespaced_pod, namespace, label_selector=selector
+        ):
+            yield page
+
     async def list_hpas(self, namespace: str) -> list[JSON]:
         """The namespace's autoscaling/v2 HorizontalPodAutoscalers, read in pages."""
         return await self._pages(
@@ -208,7 +216,9 @@ class Kube:
 
     async def _pages(self, call: Any, namespace: str, **kwargs: Any) -> list[JSON]:
         """Every item of a namespaced list call, read in pages of ``PAGE`` (limit/continue)."""
-        items: list[JSON] = []
+        return [item async for page in self._paged(call, namespace, **kwargs) for item in page]
+
+    async def _paged(self, call: Any, namespace: str, **kwargs: Any) -> AsyncIterator[list[JSON]]:
         token = None
         while True:
             extra: dict[str, Any] = {"limit": PAGE, **kwargs}
@@ -216,10 +226,10 @@ class Kube:
                 extra["_continue"] = token
             response = await self._call(call, namespace, _preload_content=False, **extra)
             page = json.loads(response.data)
-            items += page.get("items", [])
+            yield page.get("items", [])
             token = (page.get("metadata") or {}).get("continue")
             if not token:
-                return items
+                return
 
     async def _maybe(self, call: Any, *args: Any) -> JSON | None:
         try:

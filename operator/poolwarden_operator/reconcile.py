@@ -344,25 +344,31 @@ async def _annotate_pods(
     if not selector:
         return
     value = str(generation)
+    wanted = {names.PLAN_GENERATION_ANNOTATION: value}
     started = time.monotonic()
-    pods = await client.list_pods(namespace, selector)
-    listed = time.monotonic()
-    stale = [
-        p["metadata"]["name"]
-        for p in pods
-        if (p["metadata"].get("annotations") or {}).get(names.PLAN_GENERATION_ANNOTATION) != value
-        and not p["metadata"].get("deletionTimestamp")
-    ]
-    await asyncio.gather(
-        *(
-            client.annotate_pod(namespace, pod, {names.PLAN_GENERATION_ANNOTATION: value})
-            for pod in stale
-        )
-    )
-    if stale:
+    patches: list[asyncio.Task[None]] = []
+    seen = 0
+    try:
+        # Each page's pods are patched while the next page is read (``kube.ANNOTATING`` at once).
+        async for page in client.pod_pages(namespace, selector):
+            seen += len(page)
+            patches += [
+                asyncio.create_task(client.annotate_pod(namespace, p["metadata"]["name"], wanted))
+                for p in page
+                if (p["metadata"].get("annotations") or {}).get(names.PLAN_GENERATION_ANNOTATION)
+                != value
+                and not p["metadata"].get("deletionTimestamp")
+            ]
+        listed = time.monotonic()
+        await asyncio.gather(*patches)
+    finally:
+        for task in patches:
+            task.cancel()
+        await asyncio.gather(*patches, return_exceptions=True)
+    if patches:
         log.info(
             "%s/%s: %d of %d pods annotated with generation %s in %.2f s (listed in %.2f s)",
-            namespace, deployment["metadata"]["name"], len(stale), len(pods), value,
+            namespace, deployment["metadata"]["name"], len(patches), seen, value,
             time.monotonic() - started, listed - started,
         )  # fmt: skip
 
