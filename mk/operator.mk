@@ -26,4 +26,5 @@ test-operator: venv tools trixie-root ## Run the operator's unit and control-pla
 	$(VENV)/bin/pytest tests/unit/test_planner.py tests/unit/test_cli.py tests/unit/test_operator_desired.py \
 	  tests/unit/test_operator_coalesce.py tests/unit/test_operator_metrics.py \
 	  tests/unit/test_operator_applied.py tests/controlplane/test_operator.py \
-	  tests/controlplane/test_operator_metrics_on_apiserver.py
+	  tests/controlplane/test_operator_metrics_on_apiserver.py \
+	  tests/controlplane/test_operator_propagation_on_apiserver.py

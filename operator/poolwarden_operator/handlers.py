@@ -186,7 +186,19 @@ async def on_deployment_event(
             memo.members[key] = joined
 
 
-@kopf.on.event("v1", "pods")
+def _pgbouncer_pod(
+    body: kopf.Body, namespace: str, budgets_by_pgbouncer: kopf.Index, **_: Any
+) -> bool:
+    """A pod of a budget's PgBouncer Deployment. Other pods never reach the handler: a scale of
+    a large consumer (and its pods' plan annotations) is an event per pod, and kopf would run
+    and log the handler for each one on the loop that runs the pass."""
+    deployment = desired.owning_deployment(body)
+    return deployment is not None and bool(
+        budgets_by_pgbouncer.get(names.deployment_key(namespace, deployment))
+    )
+
+
+@kopf.on.event("v1", "pods", when=_pgbouncer_pod)
 async def on_pod_event(
     type: str, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
     budgets_by_pgbouncer: kopf.Index, **_: Any,

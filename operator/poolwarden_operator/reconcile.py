@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from typing import Any
 
 from poolwarden import pgbouncer_ini, planfile, planner
@@ -32,9 +33,13 @@ async def reconcile(
     listed, previous = budget["spec"], budget.get("status") or {}
     observed = int(budget["metadata"].get("generation") or 0)
     wanted = desired.deployment_names(listed)
-    found, joined = await asyncio.gather(
+    named = desired.with_discovered(listed, desired.Discovery())  # the listed consumers only
+    # The listed consumers' files are read with their Deployments; those of Deployments joined
+    # by label once they are known (each ConfigMap once per pass).
+    found, joined, files_listed = await asyncio.gather(
         asyncio.gather(*(client.get_deployment(namespace, d) for d in wanted)),
         _joined(client, namespace, name, listed, watched),
+        _owned_configmaps(client, namespace, name, named),
     )
     deployments = dict(zip(wanted, found, strict=True)) | dict(joined.deployments)
     spec = desired.with_discovered(listed, joined)
@@ -45,7 +50,8 @@ async def reconcile(
     started: list[asyncio.Task[Any]] = [asking]  # the pass's tasks, ended with it
     try:
         return await _plan_and_write(
-            client, budget, spec, deployments, joined, discovery, observed, asking, started
+            client, budget, spec, deployments, joined, discovery, observed, asking, started,
+            files_listed,
         )
     finally:
         for task in started:
@@ -64,13 +70,14 @@ async def _plan_and_write(
     observed: int,
     asking: asyncio.Task[list[applied.Report]],
     started: list[asyncio.Task[Any]],
+    files_listed: dict[str, kube.JSON | None],
 ) -> kube.JSON:
     namespace, name = budget["metadata"]["namespace"], budget["metadata"]["name"]
     previous = budget.get("status") or {}
     (pods, bouncer_pods), others, configmaps, max_replicas = await asyncio.gather(
         _pgbouncer_pods(client, namespace, spec, deployments),
         _overlapping(client, namespace, name, spec),
-        _owned_configmaps(client, namespace, name, spec),
+        _owned_configmaps(client, namespace, name, spec, files_listed),
         _max_replicas(client, namespace, spec),
     )
     pods = desired.with_held(pods, previous)
@@ -92,6 +99,44 @@ async def _plan_and_write(
     asking_bouncers = asyncio.create_task(ask.bouncer_reports(bouncer_targets))
     started.append(asking_bouncers)
     changed = await _write_files(client, budget, files, configmaps)
+    rollout = {c["name"] for c in spec["consumers"] if c.get("reloadMode") == "rollout"}
+    # The pods are nudged at once, while the status waits for their answers (``asking``).
+    nudging = asyncio.create_task(_refresh(client, namespace, spec, deployments, files, rollout))
+    try:
+        new_status = await _report(
+            client, budget, spec, deployments, joined, discovery, observed, asking,
+            plan, generation, files, pods, overlap, asking_bouncers, unconfirmable,
+        )  # fmt: skip
+        await nudging
+    finally:
+        if not nudging.done():
+            nudging.cancel()
+        await asyncio.gather(nudging, return_exceptions=True)
+    if changed:
+        log.info("budget %s/%s: wrote %s", namespace, name, ", ".join(changed))
+    return _after(budget, new_status)
+
+
+async def _report(
+    client: kube.Kube,
+    budget: kube.JSON,
+    spec: dict[str, Any],
+    deployments: dict[str, Any],
+    joined: desired.Discovery,
+    discovery: dict[str, Any],
+    observed: int,
+    asking: asyncio.Task[list[applied.Report]],
+    plan: planner.Plan,
+    generation: int,
+    files: list[desired.File],
+    pods: desired.Pods,
+    overlap: dict[str, Any],
+    asking_bouncers: asyncio.Task[list[bouncers.Report]],
+    unconfirmable: list[str],
+) -> dict[str, Any]:
+    """Rollout templates, then the status (once the pods have answered) and the plan Event."""
+    namespace, name = budget["metadata"]["namespace"], budget["metadata"]["name"]
+    previous = budget.get("status") or {}
     rollout = {c["name"] for c in spec["consumers"] if c.get("reloadMode") == "rollout"}
     for item in spec["consumers"]:
         deployment = deployments.get(item["deployment"])
@@ -122,8 +167,18 @@ async def _plan_and_write(
         kind, reason, message = status.plan_event(plan, generation)
         await client.post_event(budget, kind, reason, message)
         log.info("budget %s/%s: %s", namespace, name, message)
+    return new_status
 
-    # Prompt the kubelet to refresh mounted ConfigMaps: live consumers and PgBouncer.
+
+async def _refresh(
+    client: kube.Kube,
+    namespace: str,
+    spec: dict[str, Any],
+    deployments: dict[str, Any],
+    files: list[desired.File],
+    rollout: set[str],
+) -> None:
+    """Prompt the kubelet to refresh mounted ConfigMaps: live consumers and PgBouncer."""
     refresh = [spec["pgbouncer"]["deployment"]]
     refresh += [c["deployment"] for c in spec["consumers"] if c["name"] not in rollout]
     generations = {f.consumer: f.generation for f in files}
@@ -137,9 +192,6 @@ async def _plan_and_write(
             if deployments.get(d) is not None
         )
     )  # fmt: skip
-    if changed:
-        log.info("budget %s/%s: wrote %s", namespace, name, ", ".join(changed))
-    return _after(budget, new_status)
 
 
 def _after(budget: kube.JSON, reported: dict[str, Any]) -> kube.JSON:
@@ -178,14 +230,22 @@ def _configmap_refs(name: str, spec: dict[str, Any]) -> dict[str, tuple[str, str
 
 
 async def _owned_configmaps(
-    client: kube.Kube, namespace: str, name: str, spec: dict[str, Any]
+    client: kube.Kube,
+    namespace: str,
+    name: str,
+    spec: dict[str, Any],
+    known: dict[str, kube.JSON | None] | None = None,
 ) -> dict[str, kube.JSON | None]:
-    """Every ConfigMap the budget writes, as it is now: read once per pass, concurrently."""
+    """Every ConfigMap the budget writes, as it is now: read once per pass, concurrently;
+    those in ``known`` (read earlier in the pass) are not read again."""
+    known = known or {}
     refs = _configmap_refs(name, spec)
+    missing = [ref for ref in refs if ref not in known]
     found = await asyncio.gather(
-        *(client.get_configmap(ns or namespace, cm) for ns, cm in refs.values())
+        *(client.get_configmap(refs[r][0] or namespace, refs[r][1]) for r in missing)
     )
-    return dict(zip(refs, found, strict=True))
+    read = dict(zip(missing, found, strict=True))
+    return {ref: known[ref] if ref in known else read[ref] for ref in refs}
 
 
 async def _consumer_reports(
@@ -304,19 +364,33 @@ async def _annotate_pods(
     if not selector:
         return
     value = str(generation)
-    pods = await client.list_pods(namespace, selector)
-    stale = [
-        p["metadata"]["name"]
-        for p in pods
-        if (p["metadata"].get("annotations") or {}).get(names.PLAN_GENERATION_ANNOTATION) != value
-        and not p["metadata"].get("deletionTimestamp")
-    ]
-    await asyncio.gather(
-        *(
-            client.annotate_pod(namespace, pod, {names.PLAN_GENERATION_ANNOTATION: value})
-            for pod in stale
-        )
-    )
+    wanted = {names.PLAN_GENERATION_ANNOTATION: value}
+    started = time.monotonic()
+    patches: list[asyncio.Task[None]] = []
+    seen = 0
+    try:
+        # Each page's pods are patched while the next page is read (``kube.ANNOTATING`` at once).
+        async for page in client.pod_pages(namespace, selector):
+            seen += len(page)
+            patches += [
+                asyncio.create_task(client.annotate_pod(namespace, p["metadata"]["name"], wanted))
+                for p in page
+                if (p["metadata"].get("annotations") or {}).get(names.PLAN_GENERATION_ANNOTATION)
+                != value
+                and not p["metadata"].get("deletionTimestamp")
+            ]
+        listed = time.monotonic()
+        await asyncio.gather(*patches)
+    finally:
+        for task in patches:
+            task.cancel()
+        await asyncio.gather(*patches, return_exceptions=True)
+    if patches:
+        log.info(
+            "%s/%s: %d of %d pods annotated with generation %s in %.2f s (listed in %.2f s)",
+            namespace, deployment["metadata"]["name"], len(patches), seen, value,
+            time.monotonic() - started, listed - started,
+        )  # fmt: skip
 
 
 async def _invalid(
