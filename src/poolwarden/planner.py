@@ -28,6 +28,10 @@ can use. Two sides:
   connection per PgBouncer pod, or the client side cannot fit with every share at 1; the
   explanation names the side and what to change.
 
+The standbys (:class:`ReadServers`) are planned apart from the primary by
+:func:`plan_with_reads`: the write plan exactly as :func:`plan` gives it, and a read plan within
+each standby's own budget, sized for every read connection landing on one standby.
+
 Bad input raises :class:`PlannerError`, whose ``field`` names what to change.
 """
 
@@ -645,3 +649,253 @@ def _check_int(field: str, value: object, *, minimum: int) -> None:
         raise PlannerError(field, f"must be an integer, got {value!r}")
     if value < minimum:
         raise PlannerError(field, f"must be >= {minimum}, got {value}")
+
+
+# ------------------------------------------------------------------ read replicas (standbys)
+#
+# The standbys' budget is per server: every standby has its own max_connections. The read
+# aliases of every PgBouncer pod point at one -ro Service, and kube-proxy picks a standby per TCP
+# connection, so any server connection of any pod may land on any standby; when a standby goes
+# down or restarts, its connections reconnect to the others. The read plan is therefore sized
+# for the worst case: every read server connection of every PgBouncer pod that may hold
+# connections on ONE standby. More standbys add CPU for reads, not planned connections.
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadServers:
+    """The streaming standbys behind one read-only Service, all alike: ``replicas`` standbys,
+    each with its own ``max_connections`` minus ``reserved`` as its budget."""
+
+    replicas: int
+    max_connections: int
+    reserved: int = 0
+
+    @property
+    def available(self) -> int:
+        """One standby's budget: ``max_connections - reserved`` (a budget is per server)."""
+        return self.max_connections - self.reserved
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadPlan:
+    """The read side: per PgBouncer pod a read pool per consumer, per worker a read pool.
+
+    A consumer's ``server_pool`` is 0 when the standbys' budget cannot give it one connection
+    per PgBouncer pod (or it has no replicas): its reads stay on the primary, within the write
+    plan. Its workers' ``pool_size``/``max_overflow`` are 0 then.
+    """
+
+    replicas: int
+    """Standbys behind the read-only Service."""
+    max_connections: int
+    reserved: int
+    budget: int
+    """One standby's budget: ``max_connections - reserved``."""
+    pgbouncer_pods: int
+    """PgBouncer pods that may hold server connections (the write plan's count)."""
+    max_db_connections: int
+    """Read server connections one PgBouncer pod may hold, over all its read aliases."""
+    server_total: int
+    """Read server connections all PgBouncer pods that may hold them may open, all of which may
+    land on one standby: ``pgbouncer_pods x max_db_connections <= budget``."""
+    capacity: int
+    """The same over the PgBouncer replicas in steady state."""
+    consumers: tuple[ConsumerPlan, ...]
+    client_total: int
+    """Client connections the workers' read pools, surge pods included, may open to PgBouncer."""
+    client_limit: int
+    """The client slots the write plan leaves: ``max_client_conn x max(1, replicas)`` minus the
+    write plan's ``client_total`` (PgBouncer's ``max_client_conn`` counts both)."""
+    utilization: float
+    """Read transactions that can run at once when every consumer is saturated, over one
+    standby's budget (the worst case), rounded to 2 decimals."""
+    overcommitted: bool
+    server_short: bool
+    """Some consumer with replicas gets no read connection (its reads stay on the primary)."""
+    client_short: bool
+    """The read pools do not fit the client slots left even at 1 per worker."""
+    explanation: str
+
+    def consumer(self, name: str) -> ConsumerPlan:
+        for item in self.consumers:
+            if item.name == name:
+                return item
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "replicas": self.replicas,
+            "max_connections": self.max_connections,
+            "reserved": self.reserved,
+            "budget": self.budget,
+            "pgbouncer_pods": self.pgbouncer_pods,
+            "max_db_connections": self.max_db_connections,
+            "server_total": self.server_total,
+            "capacity": self.capacity,
+            "client_total": self.client_total,
+            "client_limit": self.client_limit,
+            "utilization": self.utilization,
+            "overcommitted": self.overcommitted,
+            "server_short": self.server_short,
+            "client_short": self.client_short,
+            "consumers": [
+                {
+                    "name": c.name,
+                    "replicas": c.replicas,
+                    "surge": c.surge,
+                    "workers": c.workers,
+                    "weight": c.weight,
+                    "overflow": c.overflow,
+                    "threads": c.threads,
+                    "cap": c.cap,
+                    "server_pool": c.server_pool,
+                    "server_total": c.server_total,
+                    "pool_size": c.pool_size,
+                    "max_overflow": c.max_overflow,
+                    "share": c.share,
+                    "per_pod": c.per_pod,
+                }
+                for c in self.consumers
+            ],
+            "explanation": self.explanation,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadWritePlan:
+    """The write plan (exactly :func:`plan`'s) and the read plan (None without standbys)."""
+
+    write: Plan
+    read: ReadPlan | None
+
+
+def plan_with_reads(
+    budget: Budget,
+    pgbouncer: PgBouncer,
+    consumers: list[Consumer] | tuple[Consumer, ...],
+    reads: ReadServers,
+) -> ReadWritePlan:
+    """The write plan, as :func:`plan` gives it, and the read plan for the standbys.
+
+    Read side, per PgBouncer pod: ``max_db_connections = budget // pods`` of ONE standby's
+    budget over every PgBouncer pod that may hold connections (the worst case: they may all land
+    on one standby), split by weight among the consumers with replicas (:func:`apportion`). When
+    a pod has fewer read connections than there are such consumers, the heaviest get 1 each
+    (ties: the earlier consumer) and the rest 0: their reads stay on the primary; the sum of a
+    pod's read pools never exceeds its ``max_db_connections``. Per worker, like the write side:
+    ``min(cap, ceil(read server total / workers))``, at least 1 for a consumer with a read pool,
+    fitted into the client slots the write plan leaves.
+    """
+    write = plan(budget, pgbouncer, consumers)
+    _validate_reads(reads)
+    if reads.replicas == 0:
+        return ReadWritePlan(write, None)
+    available = reads.available
+    pods = pgbouncer.pods
+    max_db = available // max(1, pods)
+    replicas = pgbouncer.replicas
+
+    active = [i for i, c in enumerate(consumers) if c.active]
+    pools = [0] * len(consumers)
+    if max_db >= len(active):
+        split = apportion(max_db, [consumers[i].weight for i in active])
+        for i, seats in zip(active, split, strict=True):
+            pools[i] = seats
+    else:
+        for i in sorted(active, key=lambda i: -consumers[i].weight)[:max_db]:
+            pools[i] = 1
+    server_short = any(pools[i] == 0 for i in active)
+
+    client_limit = max(0, write.client_limit - write.client_total)
+    wanted = [
+        max(1, min(c.cap, math.ceil(pool * replicas / c.workers))) if pool else 0
+        for c, pool in zip(consumers, pools, strict=True)
+    ]
+    shares = _fit_clients(consumers, wanted, client_limit)
+    planned = tuple(
+        _split(c, pool, share, replicas)
+        for c, pool, share in zip(consumers, pools, shares, strict=True)
+    )
+    client_total = sum(p.peak_total for p in planned)
+    client_short = client_total > client_limit
+    capacity = min(available, replicas * max_db) if replicas else 0
+    busy = min(sum(p.busy for p in planned), capacity)
+    read = ReadPlan(
+        replicas=reads.replicas,
+        max_connections=reads.max_connections,
+        reserved=reads.reserved,
+        budget=available,
+        pgbouncer_pods=pods,
+        max_db_connections=max_db,
+        server_total=pods * max_db,
+        capacity=capacity,
+        consumers=planned,
+        client_total=client_total,
+        client_limit=client_limit,
+        utilization=round(busy / available, 2),
+        overcommitted=server_short or client_short,
+        server_short=server_short,
+        client_short=client_short,
+        explanation="",
+    )
+    return ReadWritePlan(write, dataclasses.replace(read, explanation=_explain_reads(read)))
+
+
+def needed_read_max_connections(read: ReadPlan) -> int:
+    """The smallest standby ``maxConnections`` that gives every consumer with replicas one read
+    connection in each PgBouncer pod that may hold connections."""
+    active = sum(1 for c in read.consumers if c.replicas > 0)
+    return read.reserved + max(1, read.pgbouncer_pods) * max(1, active)
+
+
+def _explain_reads(read: ReadPlan) -> str:
+    pools = ", ".join(
+        f"{c.name} (weight {c.weight}) {c.server_pool}"
+        + ("" if c.replicas else " (no replicas)")
+        + (" (reads on the primary)" if not c.server_pool else "")
+        for c in read.consumers
+    )
+    clients = ", ".join(
+        f"{c.name} share {c.share} (pool_size {c.pool_size} + max_overflow {c.max_overflow}, "
+        f"cap {c.cap})"
+        for c in read.consumers
+    )
+    parts = [
+        f"Read side: {read.replicas} standby(s), each its own budget {read.budget} = "
+        f"max_connections {read.max_connections} - reserved {read.reserved}.",
+        f"Any read server connection may land on any standby (one read-only Service), so the "
+        f"{read.pgbouncer_pods} PgBouncer pod(s) that may hold connections get "
+        f"{read.max_db_connections} read connections each: at most {read.server_total} on one "
+        f"standby, {read.capacity} in steady state.",
+        f"Each PgBouncer pod's read pool per consumer by weight: {pools}.",
+        f"Read pools per worker: {clients}; read client total {read.client_total} "
+        f"{'>' if read.client_short else '<='} the {read.client_limit} client slots the write "
+        "plan leaves.",
+        f"Read utilization {read.utilization:.2f} of one standby's budget.",
+    ]
+    if read.server_short:
+        parts.append(
+            "Short on the read side: some consumer(s) with replicas get no read connection and "
+            f"read from the primary. Raise the standbys' maxConnections to at least "
+            f"{needed_read_max_connections(read)}, or lower the PgBouncer replicas or its "
+            "maxSurge."
+        )
+    if read.client_short:
+        parts.append(
+            "Short on the read side's client slots: every read pool is 1 and still does not fit "
+            "what the write plan leaves of max_client_conn; raise maxClientConn or add PgBouncer "
+            "replicas."
+        )
+    return " ".join(parts)
+
+
+def _validate_reads(reads: ReadServers) -> None:
+    _check_int("readReplicas.replicas", reads.replicas, minimum=0)
+    _check_int("readReplicas.maxConnections", reads.max_connections, minimum=1)
+    _check_int("readReplicas.reserved", reads.reserved, minimum=0)
+    if reads.reserved >= reads.max_connections:
+        raise PlannerError(
+            "readReplicas.reserved",
+            f"must be below the standbys' maxConnections ({reads.max_connections}), got "
+            f"{reads.reserved}",
+        )
