@@ -66,6 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--consumer", action="append", required=True, metavar="SPEC", help=CONSUMER_HELP
     )
+    plan.add_argument(
+        "--read-replicas",
+        type=int,
+        default=0,
+        help="streaming standbys behind the read-only Service (0: no read plan)",
+    )
+    plan.add_argument(
+        "--read-max-connections",
+        type=int,
+        help="each standby's max_connections (default: --max-connections)",
+    )
+    plan.add_argument(
+        "--read-reserved",
+        type=int,
+        help="connections kept out of each standby's budget (default: --reserved)",
+    )
     plan.add_argument("--output", choices=("table", "json"), default="table")
     status = commands.add_parser(
         "status",
@@ -143,6 +159,9 @@ _FLAGS = {
     "pgbouncer.surge": "--pgbouncer-surge",
     "maxSurge": "--pgbouncer-surge",
     "pgbouncer.maxClientConn": "--max-client-conn",
+    "readReplicas.replicas": "--read-replicas",
+    "readReplicas.maxConnections": "--read-max-connections",
+    "readReplicas.reserved": "--read-reserved",
 }
 
 
@@ -151,15 +170,28 @@ def _flag_for(field: str) -> str:
 
 
 def run_plan(args: argparse.Namespace) -> planner.Plan:
+    return run_plans(args).write
+
+
+def run_plans(args: argparse.Namespace) -> planner.ReadWritePlan:
+    """The write plan and, with ``--read-replicas`` > 0, the read plan."""
     consumers = [parse_consumer(text) for text in args.consumer]
+    read_max = getattr(args, "read_max_connections", None)
+    read_reserved = getattr(args, "read_reserved", None)
+    reads = planner.ReadServers(
+        getattr(args, "read_replicas", 0),
+        args.max_connections if read_max is None else read_max,
+        args.reserved if read_reserved is None else read_reserved,
+    )
     try:
         surge = planner.resolve_surge(
             max(0, args.pgbouncer_replicas), "RollingUpdate", args.pgbouncer_surge
         )
-        return planner.plan(
+        return planner.plan_with_reads(
             planner.Budget(args.max_connections, args.reserved),
             planner.PgBouncer(args.pgbouncer_replicas, surge, args.max_client_conn),
             consumers,
+            reads,
         )
     except planner.PlannerError as exc:
         raise UsageError(_flag_for(exc.field), str(exc)) from None
@@ -184,12 +216,44 @@ the replicas), then client side (a worker's ``cap``, its ``pool_size`` + ``max_o
 what one pod opens)."""
 
 
-def render_table(result: planner.Plan) -> str:
-    b = result.pgbouncer
+def _consumer_rows(consumers: tuple[planner.ConsumerPlan, ...]) -> list[str]:
     head = tuple(title for title, _ in COLUMNS)
-    rows = [tuple(getattr(c, attr) for _, attr in COLUMNS) for c in result.consumers]
+    rows = [tuple(getattr(c, attr) for _, attr in COLUMNS) for c in consumers]
     cells = [tuple(str(v) for v in row) for row in [head, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
+    return [
+        "  ".join(
+            v.ljust(w) if i == 0 else v.rjust(w)
+            for i, (v, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in cells
+    ]
+
+
+def render_read_table(read: planner.ReadPlan) -> str:
+    """The read plan, printed after the write plan's table."""
+    lines = [
+        f"read: {read.replicas} standby(s), budget {read.budget} each (max_connections "
+        f"{read.max_connections} - reserved {read.reserved})"
+        f"   state {'OVERCOMMITTED' if read.overcommitted else 'ok'}",
+        f"read aliases per PgBouncer pod: max_db_connections {read.max_db_connections}",
+        f"read server total {read.server_total} <= budget {read.budget} of ONE standby "
+        f"(worst case: every read connection of the {read.pgbouncer_pods} PgBouncer pod(s) on "
+        f"one standby; {read.capacity} in steady state)",
+        "",
+        *_consumer_rows(read.consumers),
+        "",
+        f"read client total {read.client_total} {'>' if read.client_short else '<='} "
+        f"{read.client_limit} client slots left by the write plan",
+        f"read utilization {read.utilization:.2f}",
+        "",
+        read.explanation,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_table(result: planner.Plan) -> str:
+    b = result.pgbouncer
     fits = ">" if result.client_short else "<="
     lines = [
         f"budget {result.budget} (max_connections {result.max_connections}"
@@ -203,14 +267,8 @@ def render_table(result: planner.Plan) -> str:
         f"({result.pgbouncer_pods} PgBouncer pod(s) may hold server connections; "
         f"{result.capacity} in steady state)",
         "",
+        *_consumer_rows(result.consumers),
     ]
-    for row in cells:
-        lines.append(
-            "  ".join(
-                v.ljust(w) if i == 0 else v.rjust(w)
-                for i, (v, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
     lines += [
         "",
         f"client total {result.client_total} {fits} limit {result.client_limit} "
@@ -260,13 +318,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         return run_status(args)
     try:
-        result = run_plan(args)
+        plans = run_plans(args)
     except UsageError as exc:
         parser.exit(2, f"poolwarden plan: error: {exc}\n")
+    result, read = plans.write, plans.read
     if args.output == "json":
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+        data = result.to_dict()
+        if read is not None:  # without standbys the output is the write plan's alone
+            data["read"] = read.to_dict()
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
     else:
         sys.stdout.write(render_table(result))
+        if read is not None:
+            sys.stdout.write("\n" + render_read_table(read))
     return 0
 
 
