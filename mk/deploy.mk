@@ -23,6 +23,11 @@ export DEPLOY_RELEASE DEPLOY_NAMESPACE
 deploy: tools ## helm upgrade --install --wait the chart into the kind cluster (DEPLOY_RELEASE in DEPLOY_NAMESPACE).
 	@test -f "$(KIND_KUBECONFIG)" || { echo "deploy: no kubeconfig at $(KIND_KUBECONFIG); run 'make kind-up load' first" >&2; exit 1; }
 	@echo ">> deploy: helm upgrade --install $(DEPLOY_RELEASE) charts/poolwarden -n $(DEPLOY_NAMESPACE) --wait (values: $(notdir $(DEPLOY_VALUES)), app on NodePort 30080)"
+	@# Helm installs crds/ once and never upgrades it: a cluster kept from an older checkout
+	@# would serve an old schema that prunes the status this operator writes.
+	@$(TOOLS_BIN)/kubectl --kubeconfig "$(KIND_KUBECONFIG)" apply --server-side --force-conflicts \
+	  -f $(PROJECT_DIR)/charts/poolwarden/crds/ >/dev/null
+	@echo ">> deploy: CRD applied from charts/poolwarden/crds/ (helm never upgrades crds/)"
 	@start=$$(date +%s); \
 	$(TOOLS_BIN)/helm --kubeconfig "$(KIND_KUBECONFIG)" upgrade --install $(DEPLOY_RELEASE) \
 	  $(PROJECT_DIR)/charts/poolwarden -n $(DEPLOY_NAMESPACE) --create-namespace \

@@ -13,8 +13,9 @@ import urllib.request
 import uuid
 
 import pytest
+import yaml
 from e2e_cluster import Cluster
-from kube import Release, wait_for
+from kube import CHART, Release, wait_for
 from releases import explained
 
 pytestmark = pytest.mark.e2e
@@ -66,3 +67,21 @@ def test_helm_test_passes(deployed: Release) -> None:
     with explained(deployed):
         result = deployed.helm("test", deployed.name, "--timeout", "3m")
         assert "Succeeded" in result.stdout, result.stdout
+
+
+def test_the_served_crd_is_the_charts(deployed: Release) -> None:
+    """Helm installs crds/ once and never upgrades it: `make deploy` applies the chart's CRD
+    itself, so a cluster kept from an older checkout serves the status fields this operator
+    writes (an old schema silently prunes them)."""
+    chart = yaml.safe_load((CHART / "crds" / "connectionbudgets.poolwarden.io.yaml").read_text())
+    served = json.loads(
+        deployed.cluster.kubectl(
+            "get", "crd", chart["metadata"]["name"], "-o", "json"
+        ).stdout
+    )
+    assert [v["schema"] for v in served["spec"]["versions"]] == [
+        v["schema"] for v in chart["spec"]["versions"]
+    ]
+    assert [v.get("additionalPrinterColumns") for v in served["spec"]["versions"]] == [
+        v.get("additionalPrinterColumns") for v in chart["spec"]["versions"]
+    ]
