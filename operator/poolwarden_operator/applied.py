@@ -55,11 +55,11 @@ def is_ready(pod: dict[str, Any]) -> bool:
     )
 
 
-def status_port(pod: dict[str, Any]) -> int | None:
-    """The pod's container port named ``http`` (the first container that has one)."""
+def container_port(pod: dict[str, Any], name: str = STATUS_PORT) -> int | None:
+    """The pod's container port called ``name`` (the first container that has one)."""
     for container in (pod.get("spec") or {}).get("containers") or []:
         for port in container.get("ports") or []:
-            if port.get("name") == STATUS_PORT and port.get("containerPort"):
+            if port.get("name") == name and port.get("containerPort"):
                 return int(port["containerPort"])
     return None
 
@@ -69,7 +69,7 @@ def targets(consumer: str, pods: list[dict[str, Any]]) -> list[Target]:
     found = []
     for pod in pods:
         ip = (pod.get("status") or {}).get("podIP")
-        port = status_port(pod)
+        port = container_port(pod)
         if is_ready(pod) and ip and port:
             host = f"[{ip}]" if ":" in ip else ip
             found.append(Target(consumer, pod["metadata"]["name"], f"http://{host}:{port}/metrics"))

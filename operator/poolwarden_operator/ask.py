@@ -7,6 +7,8 @@ worker threads: those serve the API client). What they answer is read and judged
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import TypeVar
 
 import aiohttp
 
@@ -18,44 +20,43 @@ CONCURRENCY = 32
 """Pods asked at once."""
 LIMIT = 1 << 20
 """Bytes read from one answer at most."""
+T = TypeVar("T")
 
 
 async def reports(targets: list[applied.Target]) -> list[applied.Report]:
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY, force_close=True)
-    timeout = aiohttp.ClientTimeout(total=TIMEOUT)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     trust_env=False) as session:
-
-        async def one(target: applied.Target) -> applied.Report:
-            try:
-                text = await get(session, target.url)
-                found = applied.worker_generations(text)
-            except TimeoutError:
-                return applied.Report(target.consumer, target.pod, None, "no answer in time")
-            except (OSError, ValueError, aiohttp.ClientError) as exc:  # refused, reset, 404
-                return applied.Report(target.consumer, target.pod, None, type(exc).__name__)
-            return applied.Report(target.consumer, target.pod, found)
-
-        return list(await asyncio.gather(*(one(t) for t in targets)))
+    """Each consumer pod's worker generations (``applied.worker_generations``)."""
+    answers = await _read([t.url for t in targets], applied.worker_generations)
+    return [
+        applied.Report(t.consumer, t.pod, found, error)
+        for t, (found, error) in zip(targets, answers, strict=True)
+    ]
 
 
 async def bouncer_reports(targets: list[bouncers.Target]) -> list[bouncers.Report]:
     """Each PgBouncer pod's exporter read once (``bouncers.parse``)."""
+    answers = await _read([t.url for t in targets], bouncers.parse)
+    return [
+        bouncers.Report(t.pod, found, error)
+        for t, (found, error) in zip(targets, answers, strict=True)
+    ]
+
+
+async def _read(urls: list[str], parse: Callable[[str], T]) -> list[tuple[T | None, str]]:
+    """Every URL read once, concurrently: (parsed answer, "") or (None, why not)."""
     connector = aiohttp.TCPConnector(limit=CONCURRENCY, force_close=True)
     timeout = aiohttp.ClientTimeout(total=TIMEOUT)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                      trust_env=False) as session:
 
-        async def one(target: bouncers.Target) -> bouncers.Report:
+        async def one(url: str) -> tuple[T | None, str]:
             try:
-                found = bouncers.parse(await get(session, target.url))
+                return parse(await get(session, url)), ""
             except TimeoutError:
-                return bouncers.Report(target.pod, None, "no answer in time")
+                return None, "no answer in time"
             except (OSError, ValueError, aiohttp.ClientError) as exc:  # refused, reset, 404
-                return bouncers.Report(target.pod, None, type(exc).__name__)
-            return bouncers.Report(target.pod, found)
+                return None, type(exc).__name__
 
-        return list(await asyncio.gather(*(one(t) for t in targets)))
+        return list(await asyncio.gather(*(one(u) for u in urls)))
 
 
 async def get(session: aiohttp.ClientSession, url: str) -> str:

@@ -115,15 +115,6 @@ class Report:
     error: str = ""
 
 
-def metrics_port(pod: dict[str, Any]) -> int | None:
-    """The pod's container port named ``metrics`` (the exporter sidecar's)."""
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        for port in container.get("ports") or []:
-            if port.get("name") == METRICS_PORT and port.get("containerPort"):
-                return int(port["containerPort"])
-    return None
-
-
 def targets(pods: list[dict[str, Any]]) -> tuple[list[Target], list[str]]:
     """(the ready pods that can be asked, the ready pods without an exporter), sorted by name."""
     found, unconfirmable = [], []
@@ -132,7 +123,7 @@ def targets(pods: list[dict[str, Any]]) -> tuple[list[Target], list[str]]:
             continue
         name = str(pod["metadata"]["name"])
         ip = (pod.get("status") or {}).get("podIP")
-        port = metrics_port(pod)
+        port = applied.container_port(pod, METRICS_PORT)
         if ip and port:
             host = f"[{ip}]" if ":" in ip else ip
             found.append(Target(name, f"http://{host}:{port}/metrics"))

@@ -186,6 +186,24 @@ class ConsumerPlan:
         server connections and its workers' shares both allow."""
         return min(self.server_total, self.replicas * self.per_pod)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "replicas": self.replicas,
+            "surge": self.surge,
+            "workers": self.workers,
+            "weight": self.weight,
+            "overflow": self.overflow,
+            "threads": self.threads,
+            "cap": self.cap,
+            "server_pool": self.server_pool,
+            "server_total": self.server_total,
+            "pool_size": self.pool_size,
+            "max_overflow": self.max_overflow,
+            "share": self.share,
+            "per_pod": self.per_pod,
+        }
+
 
 @dataclasses.dataclass(frozen=True)
 class PgBouncerPlan:
@@ -249,25 +267,7 @@ class Plan:
             "client_short": self.client_short,
             "pgbouncer": dataclasses.asdict(self.pgbouncer),
             "max_user_connections": self.pgbouncer.max_user_connections,
-            "consumers": [
-                {
-                    "name": c.name,
-                    "replicas": c.replicas,
-                    "surge": c.surge,
-                    "workers": c.workers,
-                    "weight": c.weight,
-                    "overflow": c.overflow,
-                    "threads": c.threads,
-                    "cap": c.cap,
-                    "server_pool": c.server_pool,
-                    "server_total": c.server_total,
-                    "pool_size": c.pool_size,
-                    "max_overflow": c.max_overflow,
-                    "share": c.share,
-                    "per_pod": c.per_pod,
-                }
-                for c in self.consumers
-            ],
+            "consumers": [c.to_dict() for c in self.consumers],
             "explanation": self.explanation,
         }
 
@@ -738,25 +738,7 @@ class ReadPlan:
             "overcommitted": self.overcommitted,
             "server_short": self.server_short,
             "client_short": self.client_short,
-            "consumers": [
-                {
-                    "name": c.name,
-                    "replicas": c.replicas,
-                    "surge": c.surge,
-                    "workers": c.workers,
-                    "weight": c.weight,
-                    "overflow": c.overflow,
-                    "threads": c.threads,
-                    "cap": c.cap,
-                    "server_pool": c.server_pool,
-                    "server_total": c.server_total,
-                    "pool_size": c.pool_size,
-                    "max_overflow": c.max_overflow,
-                    "share": c.share,
-                    "per_pod": c.per_pod,
-                }
-                for c in self.consumers
-            ],
+            "consumers": [c.to_dict() for c in self.consumers],
             "explanation": self.explanation,
         }
 

@@ -119,7 +119,11 @@ def test_a_labelled_deployment_joins_gets_its_plan_and_leaves_when_unlabelled(
         "web's pods to carry the plan generation",
         lambda: generations(cluster, cluster.ns, "app=web") == {str(plan.generation)},
     )
-    status = cluster.budget()["status"]
+    # the pods are nudged while the status is written (docs/operator.md, "How fast")
+    status = wait_for(
+        "web in the status",
+        lambda: (lambda s: s if s.get("discovered") else None)(cluster.budget()["status"]),
+    )
     assert status["discovered"] == [{"name": "web", "deployment": "web", "namespace": ""}]
     assert [c["name"] for c in status["consumers"]] == ["app", "web"]
     assert cluster.condition("Discovery")["status"] == "True"
@@ -140,7 +144,7 @@ def test_a_labelled_deployment_joins_gets_its_plan_and_leaves_when_unlabelled(
     # Unlabelled, it leaves the budget: no alias, not in the status, the app gets it all.
     patch_meta(cluster, "web", {"labels": {names.BUDGET_LABEL: None}})
     wait_for("web to leave", lambda: pools(cluster) == {"app": 40})
-    assert cluster.budget()["status"]["discovered"] == []
+    wait_for("web out of the status", lambda: cluster.budget()["status"]["discovered"] == [])
 
 
 def test_another_namespace_joins_only_once_the_operator_watches_it(
