@@ -105,7 +105,7 @@ async def _plan_and_write(
     try:
         new_status = await _report(
             client, budget, spec, deployments, joined, discovery, observed, asking,
-            plan, generation, files, pods, overlap, asking_bouncers, unconfirmable,
+            plan, generation, files, pods, overlap, asking_bouncers, unconfirmable, rollout,
         )  # fmt: skip
         await nudging
     finally:
@@ -133,11 +133,11 @@ async def _report(
     overlap: dict[str, Any],
     asking_bouncers: asyncio.Task[list[bouncers.Report]],
     unconfirmable: list[str],
+    rollout: set[str],
 ) -> dict[str, Any]:
     """Rollout templates, then the status (once the pods have answered) and the plan Event."""
     namespace, name = budget["metadata"]["namespace"], budget["metadata"]["name"]
     previous = budget.get("status") or {}
-    rollout = {c["name"] for c in spec["consumers"] if c.get("reloadMode") == "rollout"}
     for item in spec["consumers"]:
         deployment = deployments.get(item["deployment"])
         if item["name"] in rollout and deployment is not None:
